@@ -1,0 +1,57 @@
+# Telemeter. `make help` lists the targets.
+SHELL := /usr/bin/env bash
+GO ?= go
+BIN := $(CURDIR)/bin
+BINARIES := telemeter-client telemeter-server authorization-server telemeter-benchmark
+GOLANGCI_LINT_VERSION := v2.15.0
+FUZZTIME ?= 30s
+
+.PHONY: help
+help: ## List the targets.
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build every binary into bin/.
+	@mkdir -p $(BIN)
+	@for b in $(BINARIES); do \
+		if [ -d ./cmd/$$b ]; then $(GO) build -o $(BIN)/$$b ./cmd/$$b || exit 1; fi; \
+	done
+
+.PHONY: demo
+demo: build ## Run the demo: source Prometheus -> client -> server cluster -> central Prometheus.
+	./scripts/demo.sh
+
+.PHONY: test
+test: deps test-unit test-e2e ## Run the whole test suite (installs Prometheus when missing).
+
+.PHONY: deps
+deps: ## Install what the tests need (Prometheus) when it is missing.
+	./scripts/install-prometheus.sh
+
+.PHONY: test-unit
+test-unit: ## Unit tests with -race, including every fuzz seed corpus.
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+.PHONY: test-e2e
+test-e2e: build ## End-to-end tests: real binaries, real Prometheus.
+	PATH="$(BIN):$$PATH" TELEMETER_BIN=$(BIN) $(GO) test -tags e2e -count=1 -timeout 30m -v ./test/e2e/... 2>&1 | tee /tmp/telemeter-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (default 30s).
+	./scripts/fuzz.sh $(FUZZTIME)
+
+.PHONY: lint
+lint: ## gofmt, go vet and golangci-lint.
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./test/...
+	@test -x $(BIN)/golangci-lint || GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	$(BIN)/golangci-lint run ./...
+
+.PHONY: bench
+bench: ## Micro-benchmarks (go test -bench) for the hot paths.
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./internal/... | tee /tmp/telemeter-bench.txt
+
+.PHONY: clean
+clean: ## Remove build outputs.
+	rm -rf $(BIN)/telemeter-* $(BIN)/authorization-server

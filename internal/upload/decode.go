@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net/http"
 	"strings"
 	"unicode/utf8"
 
@@ -15,18 +16,19 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
 // Limits bound what a decoder accepts. A zero field means the default.
 type Limits struct {
-	CompressedBytes    int64 // body as sent
-	DecodedBytes       int64 // after decompression
-	Families           int
-	Series             int // metrics across all families
-	LabelsPerSeries    int
-	NameLength         int // metric and label names, in bytes
-	ValueLength        int // label values and help text, in bytes
+	CompressedBytes int64 // body as sent
+	DecodedBytes    int64 // after decompression
+	Families        int
+	Series          int // exposed series across all families (see seriesOf)
+	LabelsPerSeries int
+	NameLength      int // metric and label names, in bytes
+	ValueLength     int // label values and help text, in bytes
 }
 
 // DefaultLimits are generous for a real cluster's upload (a few thousand
@@ -130,7 +132,7 @@ func isText(contentType string) (bool, error) {
 // declared length is checked against the limit before anything is allocated.
 func Decompress(body io.Reader, contentEncoding string, l Limits) (io.Reader, error) {
 	l = l.withDefaults()
-	compressed := &limitedReader{r: body, n: l.CompressedBytes, what: "body"}
+	compressed := &limitedReader{r: bodyReader{body}, n: l.CompressedBytes, what: "body"}
 	switch strings.ToLower(strings.TrimSpace(contentEncoding)) {
 	case "", "identity":
 		return &limitedReader{r: compressed, n: min(l.DecodedBytes, l.CompressedBytes), what: "body"}, nil
@@ -144,7 +146,7 @@ func Decompress(body io.Reader, contentEncoding string, l Limits) (io.Reader, er
 		return nil, err
 	}
 	if bytes.Equal(head, snappyStreamMagic) {
-		sr := s2.NewReader(br, s2.ReaderMaxBlockSize(maxSnappyChunk), s2.ReaderIgnoreCRC())
+		sr := s2.NewReader(br, s2.ReaderMaxBlockSize(maxSnappyChunk))
 		return &limitedReader{r: &snappyStreamReader{r: sr}, n: l.DecodedBytes, what: "decoded body"}, nil
 	}
 	block, err := io.ReadAll(br)
@@ -158,11 +160,22 @@ func Decompress(body io.Reader, contentEncoding string, l Limits) (io.Reader, er
 	if int64(n) > l.DecodedBytes {
 		return nil, Errorf(ErrTooLarge, "snappy block declares %d decoded bytes, limit is %d", n, l.DecodedBytes)
 	}
+	if n > maxSnappyExpansion(len(block)) {
+		return nil, Errorf(ErrInvalid, "snappy block of %d bytes declares %d decoded bytes, more than it can hold", len(block), n)
+	}
 	out, err := s2.Decode(make([]byte, n), block)
 	if err != nil {
 		return nil, Errorf(ErrInvalid, "snappy block: %v", err)
 	}
 	return bytes.NewReader(out), nil
+}
+
+// maxSnappyExpansion is the most a snappy block of n bytes can decode to. The
+// densest element is a copy with a 2-byte offset: 3 bytes for 64 output bytes.
+// Checking a declared length against it keeps a short block that lies about
+// its length from making us allocate for the lie.
+func maxSnappyExpansion(n int) int {
+	return n/3*64 + 64
 }
 
 // snappyStreamReader maps the framing decoder's corruption errors to ErrInvalid.
@@ -179,6 +192,22 @@ func (s *snappyStreamReader) Read(p []byte) (int, error) {
 func isStatus(err error) bool {
 	var se *StatusError
 	return errors.As(err, &se)
+}
+
+// bodyReader turns a failure to read the request body (a broken connection, a
+// read deadline, http.MaxBytesReader) into a protocol condition, so that it
+// never maps to a 500: those are for our own bugs.
+type bodyReader struct{ r io.Reader }
+
+func (b bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err == nil || errors.Is(err, io.EOF) || isStatus(err) {
+		return n, err
+	}
+	if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+		return n, Errorf(ErrTooLarge, "body exceeds %d bytes", mbe.Limit)
+	}
+	return n, Errorf(ErrInvalid, "read body: %v", err)
 }
 
 // limitedReader fails with ErrTooLarge once more than n bytes would be read,
@@ -228,18 +257,22 @@ func decodeProto(r io.Reader, l Limits) ([]*dto.MetricFamily, error) {
 		if len(families) >= l.Families {
 			return nil, Errorf(ErrTooLarge, "more than %d metric families", l.Families)
 		}
-		if cap(buf) < int(size) {
-			buf = make([]byte, size)
-		}
-		buf = buf[:size]
-		if _, err := io.ReadFull(br, buf); err != nil {
+		buf, err = readMessage(br, buf, int(size))
+		if err != nil {
 			return nil, protoErr("read message", err)
+		}
+		scanned, labels := scanFamily(buf)
+		if series+scanned > l.Series {
+			return nil, Errorf(ErrTooLarge, "more than %d series", l.Series)
+		}
+		if labels > l.LabelsPerSeries {
+			return nil, Errorf(ErrTooLarge, "metric family %d: %d labels exceed %d per series", len(families), labels, l.LabelsPerSeries)
 		}
 		mf := &dto.MetricFamily{}
 		if err := proto.Unmarshal(buf, mf); err != nil {
 			return nil, Errorf(ErrInvalid, "unmarshal metric family %d: %v", len(families), err)
 		}
-		series += len(mf.GetMetric())
+		series += seriesOf(mf)
 		if series > l.Series {
 			return nil, Errorf(ErrTooLarge, "more than %d series", l.Series)
 		}
@@ -248,6 +281,113 @@ func decodeProto(r io.Reader, l Limits) ([]*dto.MetricFamily, error) {
 		}
 		families = append(families, mf)
 	}
+}
+
+// readMessage reads a message of size bytes into buf. A buffer larger than
+// what buf holds grows only as bytes arrive, so a length prefix that promises
+// more than the body delivers costs at most twice what was delivered.
+func readMessage(r io.Reader, buf []byte, size int) ([]byte, error) {
+	const step = 64 << 10
+	if size <= cap(buf) || size <= step {
+		if cap(buf) < size {
+			buf = make([]byte, size)
+		}
+		buf = buf[:size]
+		_, err := io.ReadFull(r, buf)
+		return buf, err
+	}
+	buf = buf[:0]
+	for len(buf) < size {
+		start := len(buf)
+		next := make([]byte, start+min(size-start, max(start, step)))
+		copy(next, buf)
+		buf = next
+		if _, err := io.ReadFull(r, buf[start:]); err != nil {
+			return buf, err
+		}
+	}
+	return buf, nil
+}
+
+// scanFamily walks an encoded MetricFamily without allocating. It returns the
+// series the family would expose (see seriesOf) and the most label pairs in one
+// metric, so that the series and label limits hold before proto.Unmarshal
+// allocates an object per element. Malformed wire data ends the scan early;
+// Unmarshal then reports it.
+func scanFamily(b []byte) (series, maxLabels int) {
+	eachField(b, func(num protowire.Number, typ protowire.Type, v []byte) {
+		if num != 4 || typ != protowire.BytesType { // MetricFamily.metric
+			return
+		}
+		labels, nested := 0, 0
+		eachField(v, func(num protowire.Number, typ protowire.Type, v []byte) {
+			if typ != protowire.BytesType {
+				return
+			}
+			switch num {
+			case 1: // Metric.label
+				labels++
+			case 4, 7: // Metric.summary, Metric.histogram
+				nested += 2 + countField(v, 3) // _sum, _count, quantile or bucket
+			}
+		})
+		series += max(1, nested)
+		maxLabels = max(maxLabels, labels)
+	})
+	return series, maxLabels
+}
+
+// eachField calls fn for every field of an encoded message, with the value's
+// bytes for length-delimited fields. It stops at the first malformed field.
+func eachField(b []byte, fn func(protowire.Number, protowire.Type, []byte)) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return
+		}
+		b = b[n:]
+		var v []byte
+		if typ == protowire.BytesType {
+			v, n = protowire.ConsumeBytes(b)
+		} else {
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return
+		}
+		b = b[n:]
+		fn(num, typ, v)
+	}
+}
+
+// countField counts the length-delimited occurrences of field num.
+func countField(b []byte, num protowire.Number) int {
+	n := 0
+	eachField(b, func(got protowire.Number, typ protowire.Type, _ []byte) {
+		if got == num && typ == protowire.BytesType {
+			n++
+		}
+	})
+	return n
+}
+
+// seriesOf counts the series a family exposes: one per metric, except that a
+// summary exposes one per quantile plus _sum and _count, and a histogram one
+// per bucket plus _sum and _count. The Series limit counts these, so a
+// histogram with a million buckets is as large as a million gauges.
+func seriesOf(mf *dto.MetricFamily) int {
+	n := 0
+	for _, m := range mf.GetMetric() {
+		switch mf.GetType() {
+		case dto.MetricType_SUMMARY:
+			n += 2 + len(m.GetSummary().GetQuantile())
+		case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
+			n += 2 + len(m.GetHistogram().GetBucket())
+		default:
+			n++
+		}
+	}
+	return n
 }
 
 func protoErr(what string, err error) error {
@@ -287,7 +427,7 @@ func decodeText(r io.Reader, l Limits) ([]*dto.MetricFamily, error) {
 	families := make([]*dto.MetricFamily, 0, len(byName))
 	series := 0
 	for _, mf := range byName {
-		series += len(mf.GetMetric())
+		series += seriesOf(mf)
 		if series > l.Series {
 			return nil, Errorf(ErrTooLarge, "more than %d series", l.Series)
 		}
@@ -302,7 +442,7 @@ func decodeText(r io.Reader, l Limits) ([]*dto.MetricFamily, error) {
 
 // CheckFamily validates one family: a legal metric name, a type that matches
 // every metric's value, legal and unique label names, no reserved labels,
-// valid UTF-8, and the length limits.
+// valid UTF-8, and the length limits. Exemplar labels follow the same rules.
 func CheckFamily(mf *dto.MetricFamily, l Limits) error {
 	l = l.withDefaults()
 	name := mf.GetName()
@@ -315,39 +455,94 @@ func CheckFamily(mf *dto.MetricFamily, l Limits) error {
 	if len(mf.GetHelp()) > l.ValueLength || !utf8.ValidString(mf.GetHelp()) {
 		return Errorf(ErrInvalid, "metric %s: invalid help text", name)
 	}
+	if len(mf.GetUnit()) > l.NameLength || !utf8.ValidString(mf.GetUnit()) {
+		return Errorf(ErrInvalid, "metric %s: invalid unit", name)
+	}
 	if _, ok := dto.MetricType_name[int32(mf.GetType())]; !ok {
 		return Errorf(ErrInvalid, "metric %s: unknown type %d", name, mf.GetType())
 	}
+	reserved := reservedLabel(mf.GetType())
 	for _, m := range mf.GetMetric() {
 		if err := checkValue(mf.GetType(), m); err != nil {
 			return Errorf(ErrInvalid, "metric %s: %v", name, err)
 		}
-		lps := m.GetLabel()
-		if len(lps) > l.LabelsPerSeries {
-			return Errorf(ErrTooLarge, "metric %s: %d labels exceed %d per series", name, len(lps), l.LabelsPerSeries)
+		if se := checkLabels(m.GetLabel(), reserved, l); se != nil {
+			return &StatusError{Err: se.Err, Reason: "metric " + name + ": " + se.Reason}
 		}
-		for i, lp := range lps {
-			ln, lv := lp.GetName(), lp.GetValue()
-			if len(ln) > l.NameLength {
-				return Errorf(ErrInvalid, "metric %s: label name of %d bytes exceeds %d", name, len(ln), l.NameLength)
-			}
-			if !model.LegacyValidation.IsValidLabelName(ln) || strings.HasPrefix(ln, "__") {
-				return Errorf(ErrInvalid, "metric %s: invalid label name %q", name, truncate(ln))
-			}
-			if len(lv) > l.ValueLength {
-				return Errorf(ErrInvalid, "metric %s: value of label %s has %d bytes, limit %d", name, ln, len(lv), l.ValueLength)
-			}
-			if !utf8.ValidString(lv) {
-				return Errorf(ErrInvalid, "metric %s: value of label %s is not valid UTF-8", name, ln)
-			}
-			for _, prev := range lps[:i] {
-				if prev.GetName() == ln {
-					return Errorf(ErrInvalid, "metric %s: duplicate label %s", name, ln)
-				}
+		if se := checkExemplars(m, l); se != nil {
+			return &StatusError{Err: se.Err, Reason: "metric " + name + ": exemplar: " + se.Reason}
+		}
+	}
+	return nil
+}
+
+// checkLabels checks one label set. The reason it gives leaves out the
+// metric's name, which the caller adds.
+func checkLabels(lps []*dto.LabelPair, reserved string, l Limits) *StatusError {
+	fail := func(sentinel error, format string, args ...any) *StatusError {
+		return &StatusError{Err: sentinel, Reason: fmt.Sprintf(format, args...)}
+	}
+	if len(lps) > l.LabelsPerSeries {
+		return fail(ErrTooLarge, "%d labels exceed %d per series", len(lps), l.LabelsPerSeries)
+	}
+	for i, lp := range lps {
+		ln, lv := lp.GetName(), lp.GetValue()
+		if len(ln) > l.NameLength {
+			return fail(ErrInvalid, "label name of %d bytes exceeds %d", len(ln), l.NameLength)
+		}
+		if !model.LegacyValidation.IsValidLabelName(ln) || strings.HasPrefix(ln, "__") {
+			return fail(ErrInvalid, "invalid label name %q", truncate(ln))
+		}
+		if ln == reserved {
+			return fail(ErrInvalid, "label %s is reserved for this type", ln)
+		}
+		if len(lv) > l.ValueLength {
+			return fail(ErrInvalid, "value of label %s has %d bytes, limit %d", ln, len(lv), l.ValueLength)
+		}
+		if !utf8.ValidString(lv) {
+			return fail(ErrInvalid, "value of label %s is not valid UTF-8", ln)
+		}
+		for _, prev := range lps[:i] {
+			if prev.GetName() == ln {
+				return fail(ErrInvalid, "duplicate label %s", ln)
 			}
 		}
 	}
 	return nil
+}
+
+// checkExemplars checks the labels of every exemplar a metric carries: the
+// protobuf exposition passes them on as they are.
+func checkExemplars(m *dto.Metric, l Limits) *StatusError {
+	if e := m.GetCounter().GetExemplar(); e != nil {
+		if se := checkLabels(e.GetLabel(), "", l); se != nil {
+			return se
+		}
+	}
+	for _, b := range m.GetHistogram().GetBucket() {
+		if se := checkLabels(b.GetExemplar().GetLabel(), "", l); se != nil {
+			return se
+		}
+	}
+	for _, e := range m.GetHistogram().GetExemplars() {
+		if se := checkLabels(e.GetLabel(), "", l); se != nil {
+			return se
+		}
+	}
+	return nil
+}
+
+// reservedLabel is the label the exposition formats add to every sample of a
+// type: a series carrying it as well would be exposed with the label twice,
+// which fails the whole scrape of /federate.
+func reservedLabel(t dto.MetricType) string {
+	switch t {
+	case dto.MetricType_SUMMARY:
+		return model.QuantileLabel
+	case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
+		return model.BucketLabel
+	}
+	return ""
 }
 
 func checkValue(t dto.MetricType, m *dto.Metric) error {

@@ -107,8 +107,8 @@ func Retryable(err error) bool {
 }
 
 // FromResponse turns a non-2xx response into a StatusError, keeping the first
-// line of the body as the reason and parsing Retry-After. It reads at most 4 KiB
-// of the body. A 2xx response gives nil.
+// line of body (what the caller read of the response body; 4 KiB is plenty)
+// as the reason and parsing Retry-After. A 2xx response gives nil.
 func FromResponse(resp *http.Response, body []byte) error {
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return nil
@@ -131,7 +131,9 @@ func FromResponse(resp *http.Response, body []byte) error {
 		sentinel = ErrUnsupportedMedia
 	case resp.StatusCode == http.StatusTooManyRequests:
 		sentinel = ErrRateLimited
-	case resp.StatusCode >= 500 && resp.StatusCode != http.StatusInternalServerError:
+	case resp.StatusCode == http.StatusInternalServerError:
+		sentinel = ErrInternal
+	case resp.StatusCode >= 500:
 		sentinel = ErrUnavailable
 	case resp.StatusCode >= 400:
 		sentinel = ErrInvalid
@@ -150,25 +152,30 @@ func FromResponse(resp *http.Response, body []byte) error {
 	}
 }
 
-// ParseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date.
-// Garbage and negative values give 0.
+// maxRetryAfter caps the wait a Retry-After header can ask for, so that a
+// broken or hostile server cannot park a client for days.
+const maxRetryAfter = 24 * time.Hour
+
+const maxRetryAfterSeconds = int64(maxRetryAfter / time.Second)
+
+// ParseRetryAfter reads a Retry-After header: delay-seconds or an HTTP date,
+// capped at maxRetryAfter. Garbage, zero, negative and past values give 0.
 func ParseRetryAfter(v string, now time.Time) time.Duration {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0
 	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+	secs, err := strconv.ParseInt(v, 10, 64)
+	if err == nil || errors.Is(err, strconv.ErrRange) {
+		// Out of range still parses to the nearest int64: huge is huge.
 		if secs <= 0 {
 			return 0
 		}
-		if secs > 24*3600 {
-			secs = 24 * 3600
-		}
-		return time.Duration(secs) * time.Second
+		return time.Duration(min(secs, maxRetryAfterSeconds)) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil {
 		if d := t.Sub(now); d > 0 {
-			return d
+			return min(d, maxRetryAfter)
 		}
 	}
 	return 0
@@ -176,7 +183,10 @@ func ParseRetryAfter(v string, now time.Time) time.Duration {
 
 // FormatRetryAfter renders d as whole delay-seconds, rounding up, at least 1.
 func FormatRetryAfter(d time.Duration) string {
-	secs := int64((d + time.Second - 1) / time.Second)
+	secs := int64(d / time.Second)
+	if d%time.Second > 0 {
+		secs++ // cannot overflow: d/time.Second is far below MaxInt64
+	}
 	if secs < 1 {
 		secs = 1
 	}

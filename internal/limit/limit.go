@@ -180,7 +180,6 @@ func (l *Limiter) Len() int {
 	return n
 }
 
-
 func (l *Limiter) shard(id string) *shard {
 	return &l.shards[maphash.String(l.seed, id)%shards]
 }

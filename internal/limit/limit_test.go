@@ -102,7 +102,7 @@ func TestFullLimiterEvictsOrRefuses(t *testing.T) {
 	var err error
 	for i := 0; err == nil && i < 10000; i++ {
 		var r *Reservation
-		r, err = l.Reserve(string(rune('a' + i%26)) + string(rune(i)))
+		r, err = l.Reserve(string(rune('a'+i%26)) + string(rune(i)))
 		if err == nil {
 			held = append(held, r)
 		}

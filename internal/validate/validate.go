@@ -1,7 +1,6 @@
 package validate
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -10,7 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/telemeter/telemeter/internal/upload"
 )
@@ -25,7 +23,8 @@ type Options struct {
 	RequiredLabels []string
 	// Elide removes these labels (--elide-label). Identity labels are never elided.
 	Elide []string
-	// Allow keeps only series matched by one of these selectors (--whitelist); nil keeps all.
+	// Allow keeps only series matched by one of these selectors (--whitelist,
+	// parsed with transform.ParseSelectors); nil keeps all.
 	Allow [][]*labels.Matcher
 	// MaxSeries is the per-cluster series budget; over it the upload is refused (413).
 	MaxSeries int
@@ -33,23 +32,6 @@ type Options struct {
 	// Samples outside the window are dropped and counted, never stored as given.
 	MaxAge, MaxFuture time.Duration
 	Now               func() time.Time
-}
-
-// ParseSelectors parses --whitelist rules: PromQL series selectors.
-func ParseSelectors(rules []string) ([][]*labels.Matcher, error) {
-	out := make([][]*labels.Matcher, 0, len(rules))
-	for _, r := range rules {
-		r = strings.TrimSpace(r)
-		if r == "" {
-			continue
-		}
-		ms, err := parser.NewParser(parser.Options{}).ParseMetricSelector(r)
-		if err != nil {
-			return nil, fmt.Errorf("parse selector %q: %w", r, err)
-		}
-		out = append(out, ms)
-	}
-	return out, nil
 }
 
 // Validator applies Options to uploads. It is safe for concurrent use.

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/stretchr/testify/require"
 
+	"github.com/telemeter/telemeter/internal/transform"
 	"github.com/telemeter/telemeter/internal/upload"
 )
 
@@ -43,7 +44,7 @@ func render(t *testing.T, families []*dto.MetricFamily) string {
 
 func TestValidate(t *testing.T) {
 	ms := func(d time.Duration) string { return " " + itoa(now.Add(d).UnixMilli()) }
-	allow, err := ParseSelectors([]string{`{__name__="up"}`, `alerts{alertstate="firing"}`})
+	allow, err := transform.ParseSelectors([]string{`{__name__="up"}`, `alerts{alertstate="firing"}`})
 	require.NoError(t, err)
 
 	for _, tc := range []struct {

@@ -1,0 +1,128 @@
+package client
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/telemeter/telemeter/internal/upload"
+)
+
+// generate10k builds 10,000 source series with the label sets of a real
+// cluster's federation: 40 node-level gauge families of 200 series, 10
+// container counter families of 100 series, and 1,000 ALERTS (half firing).
+// Keep its shape stable: docs/benchmarks.md compares figures over time.
+func generate10k(now time.Time) []*dto.MetricFamily {
+	ts := now.UnixMilli()
+	pair := func(n, v string) *dto.LabelPair { return &dto.LabelPair{Name: proto.String(n), Value: proto.String(v)} }
+	var out []*dto.MetricFamily
+	for f := range 40 {
+		mf := &dto.MetricFamily{Name: proto.String(fmt.Sprintf("node_metric_%02d", f)), Help: proto.String("A node gauge."), Type: dto.MetricType_GAUGE.Enum()}
+		for i := range 200 {
+			mf.Metric = append(mf.Metric, &dto.Metric{
+				Label: []*dto.LabelPair{
+					pair("instance", fmt.Sprintf("10.0.%d.%d:9100", i/250, i%250)),
+					pair("job", "node-exporter"),
+					pair("namespace", "openshift-monitoring"),
+					pair("pod", fmt.Sprintf("node-exporter-%05x", i*7919)),
+					pair("prometheus", "openshift-monitoring/k8s"),
+					pair("prometheus_replica", "prometheus-k8s-0"),
+				},
+				Gauge:       &dto.Gauge{Value: proto.Float64(float64(i) * 1.5)},
+				TimestampMs: proto.Int64(ts),
+			})
+		}
+		out = append(out, mf)
+	}
+	for f := range 10 {
+		mf := &dto.MetricFamily{Name: proto.String(fmt.Sprintf("container_metric_%02d_total", f)), Help: proto.String("A container counter."), Type: dto.MetricType_COUNTER.Enum()}
+		for i := range 100 {
+			mf.Metric = append(mf.Metric, &dto.Metric{
+				Label: []*dto.LabelPair{
+					pair("container", fmt.Sprintf("c%d", i%7)),
+					pair("instance", fmt.Sprintf("10.1.0.%d:10250", i)),
+					pair("namespace", fmt.Sprintf("ns-%d", i%13)),
+					pair("pod", fmt.Sprintf("app-%05x", i*104729)),
+				},
+				Counter:     &dto.Counter{Value: proto.Float64(float64(i * 1000))},
+				TimestampMs: proto.Int64(ts),
+			})
+		}
+		out = append(out, mf)
+	}
+	alerts := &dto.MetricFamily{Name: proto.String("ALERTS"), Type: dto.MetricType_UNTYPED.Enum()}
+	for i := range 1000 {
+		state := "pending"
+		if i%2 == 0 {
+			state = "firing"
+		}
+		alerts.Metric = append(alerts.Metric, &dto.Metric{
+			Label: []*dto.LabelPair{
+				pair("alertname", fmt.Sprintf("Alert%03d", i%150)),
+				pair("alertstate", state),
+				pair("instance", fmt.Sprintf("10.2.%d.%d:8080", i/250, i%250)),
+				pair("severity", "warning"),
+			},
+			Untyped:     &dto.Untyped{Value: proto.Float64(1)},
+			TimestampMs: proto.Int64(ts),
+		})
+	}
+	out = append(out, alerts)
+	upload.SortFamilies(out)
+	return out
+}
+
+// BenchmarkCycle10k is workload W6: one full client cycle over 10,000
+// source series: scrape /federate (delimited protobuf), decode, drop invalid,
+// allowlist (keeps 8,500), rename ALERTS, anonymize instance and pod, elide,
+// add labels, add the authorized _id, sort, encode, snappy and push to an
+// httptest sink. The sink and the source run in the same process.
+func BenchmarkCycle10k(b *testing.B) {
+	var body bytes.Buffer
+	require.NoError(b, upload.Encode(&body, generate10k(time.Now())))
+	p := newSourcePrometheus(b, nil)
+	p.encoded = body.Bytes()
+	rc := newReceiver(b, "cluster-token")
+	rc.discard = true
+
+	o := DefaultOptions()
+	o.From, o.To, o.ID, o.ToToken = p.srv.URL, rc.srv.URL, "c1", "cluster-token"
+	o.Matchers = []string{`{__name__=~"node_.*"}`, `{__name__="ALERTS",alertstate="firing"}`}
+	o.AnonymizeLabels = []string{"instance", "pod"}
+	o.AnonymizeSalt = "benchmark-salt"
+	o.ElideLabels = []string{"prometheus_replica"}
+	o.Labels = []string{"region=eu"}
+	o.LimitBytes = 64 << 20 // the batch is ~8,500 series; measure, do not drop
+	o.Logger = slog.New(slog.DiscardHandler)
+	c, err := newClient(&o, o.Logger, prometheus.NewRegistry())
+	require.NoError(b, err)
+	require.NoError(b, c.cycle(b.Context())) // authorize, warm connections
+
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if err := c.cycle(b.Context()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	batch := *c.lastBatch.Load()
+	series := 0
+	for _, mf := range batch {
+		series += len(mf.Metric)
+	}
+	if series != 8500 {
+		b.Fatalf("pushed %d series, want 8500", series)
+	}
+	rc.mu.Lock()
+	b.ReportMetric(float64(rc.bytes), "body-bytes")
+	rc.mu.Unlock()
+	b.ReportMetric(float64(body.Len()), "source-bytes")
+}

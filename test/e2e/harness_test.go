@@ -257,6 +257,8 @@ func writeFile(t *testing.T, name, text string) string {
 	return p
 }
 
-func hostPort(u string) string { return strings.TrimPrefix(strings.TrimPrefix(u, "http://"), "https://") }
+func hostPort(u string) string {
+	return strings.TrimPrefix(strings.TrimPrefix(u, "http://"), "https://")
+}
 
 func writeFileAt(path, text string) error { return os.WriteFile(path, []byte(text), 0o644) }

@@ -1,0 +1,54 @@
+package server
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/telemeter/telemeter/internal/upload"
+)
+
+type metrics struct {
+	uploads        *prometheus.CounterVec
+	uploadDuration prometheus.Histogram
+	gateRejected   prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
+	m := &metrics{
+		uploads: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "telemeter_server_uploads_total",
+			Help: "Uploads by HTTP status code answered.",
+		}, []string{"code"}),
+		uploadDuration: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "telemeter_server_upload_duration_seconds",
+			Help:    "Time to handle an upload, from headers to answer.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
+		gateRejected: f.NewCounter(prometheus.CounterOpts{
+			Name: "telemeter_server_inflight_rejected_total",
+			Help: "Requests refused with 503 because too many were in flight.",
+		}),
+	}
+	for _, code := range []int{200, 400, 401, 403, 409, 413, 415, 429, 500, 503} {
+		m.uploads.WithLabelValues(strconv.Itoa(code))
+	}
+	return m
+}
+
+func (m *metrics) observeUpload(err error, d time.Duration) {
+	code := http.StatusOK
+	if err != nil {
+		code = upload.StatusCode(err)
+	}
+	m.observeStatus(code, d)
+}
+
+func (m *metrics) observeStatus(code int, d time.Duration) {
+	m.uploads.WithLabelValues(strconv.Itoa(code)).Inc()
+	m.uploadDuration.Observe(d.Seconds())
+}

@@ -1,0 +1,141 @@
+package server
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/telemeter/telemeter/internal/auth"
+	"github.com/telemeter/telemeter/internal/forward"
+	"github.com/telemeter/telemeter/internal/upload"
+	"github.com/telemeter/telemeter/internal/web"
+)
+
+// handleUpload is the pipeline of DESIGN §4, cheapest rejection first:
+// method, token, rate limit, then the body under limits, validation, and a
+// durable write. Only a stored snapshot is answered 200.
+func (s *server) handleUpload(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	relayed, err := s.upload(r)
+	if relayed != nil {
+		// The owner answered a forwarded upload: relay its answer.
+		s.metrics.observeStatus(relayed.Status, time.Since(start))
+		if relayed.RetryAfter != "" {
+			w.Header().Set("Retry-After", relayed.RetryAfter)
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(relayed.Status)
+		_, _ = w.Write(relayed.Body)
+		return
+	}
+	s.metrics.observeUpload(err, time.Since(start))
+	if err != nil {
+		if upload.StatusCode(err) == http.StatusInternalServerError {
+			s.logger.Error("upload failed", "err", err)
+		} else {
+			s.logger.Debug("upload refused", "err", err)
+		}
+		if upload.StatusCode(err) == http.StatusRequestEntityTooLarge {
+			// The rest of the body is not read: do not keep the connection.
+			w.Header().Set("Connection", "close")
+		}
+		web.WriteError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *server) upload(r *http.Request) (*forward.Answer, error) {
+	if r.Method != http.MethodPost {
+		return nil, upload.ErrMethodNotAllowed
+	}
+	if r.ContentLength > s.o.Limits.CompressedBytes {
+		return nil, upload.Errorf(upload.ErrTooLarge, "body of %d bytes exceeds --limit-bytes %d", r.ContentLength, s.o.Limits.CompressedBytes)
+	}
+	claims, err := s.authenticate(r)
+	if err != nil {
+		return nil, err
+	}
+	forwarded := r.Header.Get(forward.HeaderForwardedBy) != ""
+	if forwarded {
+		if s.placement == nil {
+			return nil, upload.Errorf(upload.ErrForbidden, "forwarded upload to a node outside a cluster")
+		}
+		if _, err := s.placement.checkPeer(r); err != nil {
+			return nil, err
+		}
+	}
+	res, err := s.limiter.Reserve(claims.ClusterID)
+	if err != nil {
+		return nil, err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			res.Cancel()
+		}
+	}()
+
+	// Route: an upload for a cluster another node owns goes to that node,
+	// once. The entry node's own rate limit above bounds what a client
+	// spraying every node can send to the owner: limit × nodes.
+	if s.placement != nil && !forwarded {
+		if owner, url := s.placement.owner(claims.ClusterID); owner != s.placement.self {
+			if url == "" {
+				return nil, upload.WithRetryAfter(upload.ErrUnavailable, 5*time.Second, "owner "+owner+" has no address yet")
+			}
+			body := http.MaxBytesReader(nil, r.Body, s.o.Limits.CompressedBytes)
+			ans, err := s.placement.fwd.Upload(r.Context(), url, r, body)
+			if err != nil {
+				return nil, err
+			}
+			if ans.Status == http.StatusOK || ans.Status == http.StatusTooManyRequests {
+				res.Commit()
+				committed = true
+			}
+			return ans, nil
+		}
+	}
+
+	families, err := upload.Decode(r.Body, r.Header.Get("Content-Type"), r.Header.Get("Content-Encoding"), s.o.Limits)
+	if err != nil {
+		return nil, err
+	}
+	received := time.Now()
+	result, err := s.validator.Validate(claims.ClusterID, claims.Labels, families)
+	if err != nil {
+		return nil, err
+	}
+	meta, err := s.store.Put(claims.ClusterID, received, result.Families)
+	if err != nil {
+		return nil, err
+	}
+	res.Commit()
+	committed = true
+	if s.placement != nil {
+		s.placement.replicate(r.Context(), meta)
+	}
+	return nil, nil
+}
+
+// authenticate checks the upload token: structure first, then signature,
+// expiry and audience (auth.Verifier).
+func (s *server) authenticate(r *http.Request) (*auth.Claims, error) {
+	h := r.Header.Get("Authorization")
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return nil, upload.Errorf(upload.ErrUnauthorized, "missing bearer token")
+	}
+	claims, err := s.verifier.Verify(strings.TrimSpace(token))
+	if err != nil {
+		if !errors.Is(err, upload.ErrUnauthorized) {
+			err = upload.Errorf(upload.ErrUnauthorized, "%v", err)
+		}
+		return nil, err
+	}
+	if err := auth.ValidateClusterID(claims.ClusterID); err != nil {
+		return nil, upload.Errorf(upload.ErrUnauthorized, "token names no valid cluster")
+	}
+	return claims, nil
+}

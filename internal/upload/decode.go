@@ -135,7 +135,8 @@ func Decompress(body io.Reader, contentEncoding string, l Limits) (io.Reader, er
 	compressed := &limitedReader{r: bodyReader{body}, n: l.CompressedBytes, what: "body"}
 	switch strings.ToLower(strings.TrimSpace(contentEncoding)) {
 	case "", "identity":
-		return &limitedReader{r: compressed, n: min(l.DecodedBytes, l.CompressedBytes), what: "body"}, nil
+		plain := &limitedReader{r: compressed, n: min(l.DecodedBytes, l.CompressedBytes), what: "body"}
+		return &decodedReader{Reader: plain, left: func() int64 { return plain.n }}, nil
 	case EncodingSnappy:
 	default:
 		return nil, Errorf(ErrUnsupportedMedia, "content encoding %q", contentEncoding)
@@ -147,7 +148,13 @@ func Decompress(body io.Reader, contentEncoding string, l Limits) (io.Reader, er
 	}
 	if bytes.Equal(head, snappyStreamMagic) {
 		sr := s2.NewReader(br, s2.ReaderMaxBlockSize(maxSnappyChunk))
-		return &limitedReader{r: &snappyStreamReader{r: sr}, n: l.DecodedBytes, what: "decoded body"}, nil
+		decoded := &limitedReader{r: &snappyStreamReader{r: sr}, n: l.DecodedBytes, what: "decoded body"}
+		return &decodedReader{Reader: decoded, left: func() int64 {
+			// What the framing reader holds decoded (one chunk at most),
+			// plus what the rest of the body can expand to.
+			pending := int64(maxSnappyChunk + maxSnappyExpansion(br.Buffered()))
+			return min(decoded.n, pending+int64(maxSnappyExpansion(int(max(compressed.n, 0)))))
+		}}, nil
 	}
 	block, err := io.ReadAll(br)
 	if err != nil {
@@ -167,7 +174,17 @@ func Decompress(body io.Reader, contentEncoding string, l Limits) (io.Reader, er
 	if err != nil {
 		return nil, Errorf(ErrInvalid, "snappy block: %v", err)
 	}
-	return bytes.NewReader(out), nil
+	r := bytes.NewReader(out)
+	return &decodedReader{Reader: r, left: func() int64 { return int64(r.Len()) }}, nil
+}
+
+// decodedReader is what Decompress returns: the decoded payload, and a bound
+// on how many more decoded bytes the body can yield within the limits. A
+// delimited message that claims more than that is refused at its length
+// prefix, before a byte of it is buffered.
+type decodedReader struct {
+	io.Reader
+	left func() int64
 }
 
 // maxSnappyExpansion is the most a snappy block of n bytes can decode to. The
@@ -254,6 +271,9 @@ func decodeProto(r io.Reader, l Limits) ([]*dto.MetricFamily, error) {
 		if size > uint64(l.DecodedBytes) {
 			return nil, Errorf(ErrTooLarge, "message of %d bytes exceeds decoded limit %d", size, l.DecodedBytes)
 		}
+		if dr, ok := r.(*decodedReader); ok && int64(size) > dr.left()+int64(br.Buffered()) {
+			return nil, Errorf(ErrTooLarge, "message of %d bytes is more than the rest of the body can hold within the limits", size)
+		}
 		if len(families) >= l.Families {
 			return nil, Errorf(ErrTooLarge, "more than %d metric families", l.Families)
 		}
@@ -284,8 +304,9 @@ func decodeProto(r io.Reader, l Limits) ([]*dto.MetricFamily, error) {
 }
 
 // readMessage reads a message of size bytes into buf. A buffer larger than
-// what buf holds grows only as bytes arrive, so a length prefix that promises
-// more than the body delivers costs at most twice what was delivered.
+// what buf holds grows by doubling as bytes arrive, so a length prefix that
+// promises more than the body delivers costs at most about three times what
+// was delivered (the buffers before the last, and the last).
 func readMessage(r io.Reader, buf []byte, size int) ([]byte, error) {
 	const step = 64 << 10
 	if size <= cap(buf) || size <= step {
@@ -407,17 +428,15 @@ var binaryOverflow = errors.New("binary: varint overflows a 64-bit integer")
 
 // decodeText parses the text exposition format. The parser builds the whole
 // result in memory, so its input is bounded by the decoded limit; the
-// structural limits are checked on the result.
+// structural limits are checked on the result, except labels per line, which
+// textGuard checks on the way in.
 func decodeText(r io.Reader, l Limits) ([]*dto.MetricFamily, error) {
 	p := expfmt.NewTextParser(model.LegacyValidation)
-	byName, err := p.TextToMetricFamilies(r)
+	// A histogram's le and a summary's quantile sit on the line as well.
+	byName, err := p.TextToMetricFamilies(&textGuard{r: r, max: l.LabelsPerSeries + 1})
 	if err != nil {
 		if isStatus(err) {
 			return nil, err
-		}
-		var se *StatusError
-		if errors.As(err, &se) {
-			return nil, se
 		}
 		return nil, Errorf(ErrInvalid, "parse text: %v", err)
 	}
@@ -438,6 +457,85 @@ func decodeText(r io.Reader, l Limits) ([]*dto.MetricFamily, error) {
 	}
 	SortFamilies(families)
 	return families, nil
+}
+
+// textGuard passes the text format through while counting the label pairs
+// of each sample line (the '=' signs between braces, outside quotes). The
+// text parser's work per label grows with the labels before it on the line,
+// so a line of thousands of labels costs seconds; textGuard stops such a line
+// after max labels, before the parser sees the rest of it.
+type textGuard struct {
+	r      io.Reader
+	max    int
+	state  textState
+	labels int
+}
+
+type textState uint8
+
+const (
+	lineStart textState = iota // blanks before anything
+	inComment                  // # HELP, # TYPE or any comment
+	inName                     // the metric name
+	afterName                  // blanks after the name: a { may follow
+	inBraces                   // between { and }, outside quotes
+	inQuotes                   // a label value
+	inEscape                   // after a backslash in a label value
+	inRest                     // value and timestamp
+)
+
+func (g *textGuard) Read(p []byte) (int, error) {
+	n, err := g.r.Read(p)
+	for i, c := range p[:n] {
+		if c == '\n' {
+			g.state, g.labels = lineStart, 0
+			continue
+		}
+		switch g.state {
+		case lineStart:
+			switch c {
+			case ' ', '\t':
+			case '#':
+				g.state = inComment
+			case '{':
+				g.state = inBraces
+			default:
+				g.state = inName
+			}
+		case inName, afterName:
+			switch c {
+			case '{':
+				g.state = inBraces
+			case ' ', '\t':
+				g.state = afterName
+			default:
+				if g.state == afterName {
+					g.state = inRest
+				}
+			}
+		case inBraces:
+			switch c {
+			case '"':
+				g.state = inQuotes
+			case '}':
+				g.state = inRest
+			case '=':
+				if g.labels++; g.labels > g.max {
+					return i, Errorf(ErrTooLarge, "a line of the text body has more than %d labels", g.max)
+				}
+			}
+		case inQuotes:
+			switch c {
+			case '\\':
+				g.state = inEscape
+			case '"':
+				g.state = inBraces
+			}
+		case inEscape:
+			g.state = inQuotes
+		}
+	}
+	return n, err
 }
 
 // CheckFamily validates one family: a legal metric name, a type that matches

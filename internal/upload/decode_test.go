@@ -584,34 +584,37 @@ func textOf(tb testing.TB, mf *dto.MetricFamily) string {
 // over the limit fails with ErrTooLarge after at most limit+1 bytes are read.
 func TestDecodeStopsAtCompressedLimit(t *testing.T) {
 	const limit = 500 << 10
-	longMessage := binary.AppendUvarint(nil, 1<<20) // a message within the decoded limit
+	// Valid families without end: only the byte limit can stop them.
+	up := delimited(marshal(t, family("up", dto.MetricType_GAUGE, gauge(1))))
+	l := Limits{CompressedBytes: limit, Families: 1 << 30, Series: 1 << 30}
 	tests := []struct {
 		name        string
 		head        []byte
-		fill        byte
+		fill        []byte
 		contentType string
 		encoding    string
 	}{
-		{"proto", longMessage, 0, "", ""},
-		{"text", nil, 'a', MediaTypeText, ""},
-		{"text comment", []byte("# "), 'x', MediaTypeText, ""},
-		{"snappy stream", snappyStreamMagic, 0xfe, "", EncodingSnappy}, // padding chunks
-		{"snappy block", binary.AppendUvarint(nil, 8<<20), 0, "", EncodingSnappy},
+		{"proto", nil, up, "", ""},
+		{"text", nil, []byte("a"), MediaTypeText, ""},
+		{"text samples", nil, []byte("up 1\n"), MediaTypeText, ""},
+		{"text comment", []byte("# "), []byte("x"), MediaTypeText, ""},
+		{"snappy stream", snappyStreamMagic, []byte{0xfe}, "", EncodingSnappy}, // padding chunks
+		{"snappy block", binary.AppendUvarint(nil, 8<<20), []byte{0}, "", EncodingSnappy},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name+"/far over", func(t *testing.T) {
-			body := io.MultiReader(bytes.NewReader(tc.head), io.LimitReader(endlessReader{tc.fill}, 64<<20))
+			body := io.MultiReader(bytes.NewReader(tc.head), io.LimitReader(&patternReader{p: tc.fill}, 64<<20))
 			cr := &countingReader{r: body}
-			_, err := Decode(cr, tc.contentType, tc.encoding, Limits{CompressedBytes: limit})
+			_, err := Decode(cr, tc.contentType, tc.encoding, l)
 			requireStatus(t, err, ErrTooLarge)
 			require.LessOrEqual(t, cr.n, int64(limit+1), "read past the limit")
 			require.Greater(t, cr.n, int64(limit/2), "failed before the limit: a different check fired")
 		})
 		t.Run(tc.name+"/endless", func(t *testing.T) {
-			cr := &countingReader{r: io.MultiReader(bytes.NewReader(tc.head), endlessReader{tc.fill})}
+			cr := &countingReader{r: io.MultiReader(bytes.NewReader(tc.head), &patternReader{p: tc.fill})}
 			done := make(chan error, 1)
 			go func() {
-				_, err := Decode(cr, tc.contentType, tc.encoding, Limits{CompressedBytes: limit})
+				_, err := Decode(cr, tc.contentType, tc.encoding, l)
 				done <- err
 			}()
 			select {
@@ -643,8 +646,14 @@ func TestSnappyLengthClaims(t *testing.T) {
 		{"block claims just under 4 GiB", append(binary.AppendUvarint(nil, fourGiB-1), 0x00, 'a'), EncodingSnappy, ErrTooLarge},
 		{"block claims the whole decoded limit", append(binary.AppendUvarint(nil, 16<<20), 0x00, 'a'), EncodingSnappy, ErrInvalid},
 		{"stream chunk claims 4 GiB", streamOf(claimChunk), EncodingSnappy, ErrInvalid},
-		{"length prefix claims the decoded limit", binary.AppendUvarint(nil, 16<<20), "", ErrInvalid},
-		{"snappy length prefix claims the decoded limit", encodeFramed(t, binary.AppendUvarint(nil, 16<<20)), EncodingSnappy, ErrInvalid},
+		// A message longer than the rest of the body can hold is refused at
+		// its length prefix; a shorter lie costs a first 64 KiB buffer.
+		{"length prefix claims the decoded limit", binary.AppendUvarint(nil, 16<<20), "", ErrTooLarge},
+		{"length prefix claims more than the body limit", binary.AppendUvarint(nil, 501<<10), "", ErrTooLarge},
+		{"length prefix claims the body limit", binary.AppendUvarint(nil, 499<<10), "", ErrInvalid},
+		{"snappy length prefix claims the decoded limit", encodeFramed(t, binary.AppendUvarint(nil, 16<<20)), EncodingSnappy, ErrTooLarge},
+		{"snappy length prefix claims 10 MiB", encodeFramed(t, binary.AppendUvarint(nil, 10<<20)), EncodingSnappy, ErrInvalid},
+		{"bomb beyond what the body limit can expand to", snappyBomb(t, 16<<20), EncodingSnappy, ErrTooLarge},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -687,4 +696,55 @@ func TestSnappyBomb(t *testing.T) {
 
 func byteSize(n int64) string {
 	return fmt.Sprintf("%dMiB", n>>20)
+}
+
+// TestDecodeTextLabelFlood: the text parser's work per label grows with the
+// labels before it on the line, so one long line of labels once cost
+// minutes of CPU and a map per label. It must stop at the label limit, in
+// every spelling of a sample line. (The CPU figure is
+// BenchmarkDecodeTextLabelFlood; here the allocations show the work.)
+func TestDecodeTextLabelFlood(t *testing.T) {
+	flood := func(head string) []byte {
+		var b strings.Builder
+		b.WriteString(head)
+		for i := 0; b.Len() < 40<<10; i++ {
+			fmt.Fprintf(&b, `l%d="a\"=b",`, i)
+		}
+		b.WriteString("} 1\n")
+		return []byte(b.String())
+	}
+	for _, tc := range []struct{ name, head string }{
+		{"name then brace", "a{"},
+		{"blank before brace", "a \t{"},
+		{"after a comment and a sample", "# HELP a x{y=\"z\"}\na 1\n  a{"},
+		{"brace first", "{"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := flood(tc.head)
+			var err error
+			alloc := allocatedBy(func() {
+				_, err = Decode(bytes.NewReader(body), MediaTypeText, "", Limits{})
+			})
+			require.Error(t, err)
+			require.Contains(t, []int{400, 413}, StatusCode(err))
+			require.Less(t, alloc, uint64(1<<20), "the parser saw the whole line")
+		})
+	}
+
+	// At the limit the line is fine: 64 labels plus a histogram's le.
+	var b strings.Builder
+	b.WriteString("# TYPE h histogram\n")
+	for _, le := range []string{"1", "+Inf"} {
+		b.WriteString(`h_bucket{le="` + le + `"`)
+		for i := range 64 {
+			fmt.Fprintf(&b, `,l%d="v"`, i)
+		}
+		b.WriteString("} 1\n")
+	}
+	b.WriteString("h_sum 1\nh_count 1\n")
+	got, err := Decode(strings.NewReader(b.String()), MediaTypeText, "", Limits{})
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	_, err = Decode(strings.NewReader(b.String()), MediaTypeText, "", Limits{LabelsPerSeries: 63})
+	requireStatus(t, err, ErrTooLarge)
 }

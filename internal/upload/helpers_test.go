@@ -159,14 +159,18 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// endlessReader never ends: every read fills p with b.
-type endlessReader struct{ b byte }
+// patternReader never ends: it repeats p.
+type patternReader struct {
+	p   []byte
+	off int
+}
 
-func (e endlessReader) Read(p []byte) (int, error) {
-	for i := range p {
-		p[i] = e.b
+func (r *patternReader) Read(b []byte) (int, error) {
+	for i := range b {
+		b[i] = r.p[r.off]
+		r.off = (r.off + 1) % len(r.p)
 	}
-	return len(p), nil
+	return len(b), nil
 }
 
 // failingReader hands out its data and then fails with err.

@@ -319,7 +319,7 @@ func TestClientServerTLS(t *testing.T) {
 	require.Contains(t, got, `_id="cluster-tls"`)
 
 	// Without the CA the client refuses the server's certificate.
-	p := start(t, "client-no-ca", bin("telemeter-client"), append([]string{"--once"}, args...)...)
+	p := start(t, "client-no-ca", bin("telemeter-client"), append([]string{"--once", "--interval=20s"}, args...)...)
 	<-p.done
 	require.Error(t, p.err)
 }

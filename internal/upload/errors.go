@@ -1,6 +1,8 @@
 package upload
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/http"
@@ -102,7 +104,15 @@ func Retryable(err error) bool {
 			return s.code >= 500 || s.code == http.StatusTooManyRequests
 		}
 	}
-	// Not a protocol answer: a dial, TLS or timeout error.
+	// A certificate the client does not trust will not become trusted by
+	// asking again.
+	var certErr *tls.CertificateVerificationError
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	if errors.As(err, &certErr) || errors.As(err, &unknownCA) || errors.As(err, &hostErr) {
+		return false
+	}
+	// Not a protocol answer: a dial, handshake or timeout error.
 	return true
 }
 

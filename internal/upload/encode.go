@@ -2,19 +2,30 @@ package upload
 
 import (
 	"bytes"
+	"encoding/binary"
 	"io"
 	"slices"
 	"strings"
 
 	"github.com/klauspost/compress/s2"
 	dto "github.com/prometheus/client_model/go"
-	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/proto"
 )
 
 // Encode writes families as length-delimited protobuf, the v1 upload body.
+// Each message is sized once (the marshaller reuses the cached size) and
+// marshalled into one reused buffer.
 func Encode(w io.Writer, families []*dto.MetricFamily) error {
+	opts := proto.MarshalOptions{UseCachedSize: true}
+	var buf []byte
 	for _, mf := range families {
-		if _, err := protodelim.MarshalTo(w, mf); err != nil {
+		size := proto.Size(mf)
+		buf = binary.AppendUvarint(buf[:0], uint64(size))
+		var err error
+		if buf, err = opts.MarshalAppend(buf, mf); err != nil {
+			return err
+		}
+		if _, err := w.Write(buf); err != nil {
 			return err
 		}
 	}

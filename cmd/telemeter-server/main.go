@@ -107,7 +107,8 @@ func main() {
 	}()
 	o.Reload = reload
 	if err := server.Run(ctx, o, logger, reg); err != nil {
+		stop()
 		logger.Error("server stopped", "err", err)
-		os.Exit(1)
+		os.Exit(1) //nolint:gocritic // stop() ran above.
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/telemeter/telemeter/internal/upload"
@@ -216,7 +217,7 @@ func mergeByName(families []*dto.MetricFamily) []*dto.MetricFamily {
 
 func allowed(sel [][]*labels.Matcher, name string, m *dto.Metric, buf map[string]string) bool {
 	clear(buf)
-	buf[labels.MetricName] = name
+	buf[model.MetricNameLabel] = name
 	for _, lp := range m.Label {
 		buf[lp.GetName()] = lp.GetValue()
 	}

@@ -76,7 +76,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	go func() {
 		var err error
 		if s.TLSConfig != nil {
-			err = s.Server.ServeTLS(l, "", "")
+			err = s.ServeTLS(l, "", "")
 		} else {
 			err = s.Server.Serve(l)
 		}
@@ -92,11 +92,13 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), s.shutdownTimeout)
 	defer cancel()
-	err := s.Server.Shutdown(sctx)
+	err := s.Shutdown(sctx)
 	if errors.Is(err, context.DeadlineExceeded) {
-		err = s.Server.Close()
+		err = s.Close()
 	}
-	<-errc
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
 	return err
 }
 

@@ -177,6 +177,7 @@ func newServer(o Options, logger *slog.Logger, reg *prometheus.Registry) (*serve
 
 func (s *server) run(ctx context.Context) error {
 	o := s.o
+	defer s.store.Close()
 	extTLS, err := web.LoadTLS(o.TLSCert, o.TLSKey)
 	if err != nil {
 		return fmt.Errorf("external listener: %w", err)

@@ -22,7 +22,7 @@ demo: build ## Run the demo: source Prometheus -> client -> server cluster -> ce
 	./scripts/demo.sh
 
 .PHONY: test
-test: deps test-unit test-e2e ## Run the whole test suite (installs Prometheus when missing).
+test: deps test-unit test-e2e test-integration ## Run the whole test suite (installs Prometheus when missing).
 
 .PHONY: deps
 deps: ## Install what the tests need (Prometheus) when it is missing.
@@ -35,6 +35,10 @@ test-unit: ## Unit tests with -race, including every fuzz seed corpus.
 .PHONY: test-e2e
 test-e2e: build ## End-to-end tests: real binaries, real Prometheus.
 	PATH="$(BIN):$$PATH" TELEMETER_BIN=$(BIN) $(GO) test -tags e2e -count=1 -timeout 30m -v ./test/e2e/... 2>&1 | tee /tmp/telemeter-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; exit $${PIPESTATUS[0]}
+
+.PHONY: test-integration
+test-integration: build ## Self-contained integration check: prints "tests: ok" or the reason it failed.
+	./scripts/test-integration.sh
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 30s).

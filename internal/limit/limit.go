@@ -106,7 +106,9 @@ func (l *Limiter) Reserve(clusterID string) (*Reservation, error) {
 		return nil, upload.WithRetryAfter(upload.ErrRateLimited, time.Second, "another upload of this cluster is in progress")
 	}
 	if !e.last.IsZero() {
-		if wait := e.last.Add(l.o.Interval).Sub(now); wait > 0 {
+		// A tenth of the interval of slack: a client pushing on the same
+		// interval with a little jitter is not refused for arriving early.
+		if wait := e.last.Add(l.o.Interval - l.o.Interval/10).Sub(now); wait > 0 {
 			l.metrics.rejected.Inc()
 			return nil, upload.WithRetryAfter(upload.ErrRateLimited, wait,
 				fmt.Sprintf("one upload per %s per cluster", l.o.Interval))

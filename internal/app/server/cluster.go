@@ -405,6 +405,9 @@ func apiURL(listen, clusterAddr string, tls bool) (string, error) {
 		if host, _, err = net.SplitHostPort(clusterAddr); err != nil {
 			return "", fmt.Errorf("parse --listen-cluster: %w", err)
 		}
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			return "", errors.New("peers cannot reach this node: give --listen or --listen-cluster a routable address, not " + listen)
+		}
 	}
 	scheme := "http"
 	if tls {

@@ -325,7 +325,7 @@ func (s *server) run(ctx context.Context) error {
 // reload re-reads what can change without a restart: the gossip keyring
 // (live key rotation).
 func (s *server) reload() error {
-	if s.placement == nil {
+	if s.placement == nil || s.o.GossipKeyFile == "" {
 		return nil
 	}
 	if err := s.placement.peer.ReloadKeyring(); err != nil {

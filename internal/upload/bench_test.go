@@ -60,9 +60,11 @@ func benchDecode(b *testing.B, body []byte, contentType, encoding string, l Limi
 // BenchmarkDecodeSnappyBomb is the CPU side of QUALITY R6 (target: ≤ 5 ms
 // each). "claim" is a snappy block declaring 4 GiB; "framed" is a real ×21
 // bomb of zero chunks decoding to just over the decoded limit, at the
-// default 16 MiB and at 4 MiB. The compressed limit is raised for the 16 MiB
-// case: at the default 500 KiB such a bomb does not even fit, and is refused
-// after reading 500 KiB.
+// default 16 MiB and at 4 MiB, refused at its length prefix because the
+// stream cannot deliver it within the limits. The compressed limit is raised
+// for the 16 MiB case: at the default 500 KiB such a bomb does not even fit.
+// "framed text comment" is a text line of 16 MiB of zeros, refused at the
+// longest line the limits allow.
 func BenchmarkDecodeSnappyBomb(b *testing.B) {
 	claim := []byte{0xff, 0xff, 0xff, 0xff, 0x0f, 0x00, 'a'}
 	cases := []struct {
@@ -74,6 +76,7 @@ func BenchmarkDecodeSnappyBomb(b *testing.B) {
 		{"framed 4MiB", snappyBomb(b, 4<<20), Limits{DecodedBytes: 4 << 20}},
 		{"framed 16MiB", snappyBomb(b, 16<<20), Limits{CompressedBytes: 1 << 20}},
 		{"framed default limits", snappyBomb(b, 16<<20), Limits{}},
+		{"framed text comment", encodeFramed(b, append([]byte("# "), make([]byte, 16<<20)...)), Limits{CompressedBytes: 1 << 20}},
 	}
 	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {

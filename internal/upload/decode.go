@@ -433,7 +433,15 @@ var binaryOverflow = errors.New("binary: varint overflows a 64-bit integer")
 func decodeText(r io.Reader, l Limits) ([]*dto.MetricFamily, error) {
 	p := expfmt.NewTextParser(model.LegacyValidation)
 	// A histogram's le and a summary's quantile sit on the line as well.
-	byName, err := p.TextToMetricFamilies(&textGuard{r: r, max: l.LabelsPerSeries + 1})
+	labels := l.LabelsPerSeries + 1
+	g := &textGuard{
+		r:         r,
+		maxLabels: labels,
+		// The longest valid line: a name, every label with each value
+		// fully escaped, and room for value and timestamp.
+		maxLine: int64(l.NameLength + labels*(l.NameLength+2*l.ValueLength+8) + 256),
+	}
+	byName, err := p.TextToMetricFamilies(g)
 	if err != nil {
 		if isStatus(err) {
 			return nil, err
@@ -460,15 +468,19 @@ func decodeText(r io.Reader, l Limits) ([]*dto.MetricFamily, error) {
 }
 
 // textGuard passes the text format through while counting the label pairs
-// of each sample line (the '=' signs between braces, outside quotes). The
-// text parser's work per label grows with the labels before it on the line,
-// so a line of thousands of labels costs seconds; textGuard stops such a line
-// after max labels, before the parser sees the rest of it.
+// of each sample line (the '=' signs between braces, outside quotes) and the
+// bytes of each line. The text parser's work per label grows with the labels
+// before it on the line, so a line of thousands of labels costs seconds; and
+// it buffers a whole comment or name token, so one endless line costs its
+// length in memory. textGuard stops a line past maxLabels labels or maxLine
+// bytes before the parser sees the rest of it.
 type textGuard struct {
-	r      io.Reader
-	max    int
-	state  textState
-	labels int
+	r         io.Reader
+	maxLabels int
+	maxLine   int64
+	state     textState
+	labels    int
+	line      int64
 }
 
 type textState uint8
@@ -488,8 +500,11 @@ func (g *textGuard) Read(p []byte) (int, error) {
 	n, err := g.r.Read(p)
 	for i, c := range p[:n] {
 		if c == '\n' {
-			g.state, g.labels = lineStart, 0
+			g.state, g.labels, g.line = lineStart, 0, 0
 			continue
+		}
+		if g.line++; g.line > g.maxLine {
+			return i, Errorf(ErrTooLarge, "a line of the text body is longer than %d bytes", g.maxLine)
 		}
 		switch g.state {
 		case lineStart:
@@ -520,8 +535,8 @@ func (g *textGuard) Read(p []byte) (int, error) {
 			case '}':
 				g.state = inRest
 			case '=':
-				if g.labels++; g.labels > g.max {
-					return i, Errorf(ErrTooLarge, "a line of the text body has more than %d labels", g.max)
+				if g.labels++; g.labels > g.maxLabels {
+					return i, Errorf(ErrTooLarge, "a line of the text body has more than %d labels", g.maxLabels)
 				}
 			}
 		case inQuotes:

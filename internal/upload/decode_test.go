@@ -748,3 +748,44 @@ func TestDecodeTextLabelFlood(t *testing.T) {
 	_, err = Decode(strings.NewReader(b.String()), MediaTypeText, "", Limits{LabelsPerSeries: 63})
 	requireStatus(t, err, ErrTooLarge)
 }
+
+// TestDecodeTextLongLine: the text parser buffers a whole token, so a line
+// without end (a comment, a name, a label value) must be cut off at the
+// longest line the limits allow, not at the decoded limit.
+func TestDecodeTextLongLine(t *testing.T) {
+	const size = 8 << 20
+	big := Limits{CompressedBytes: 16 << 20, DecodedBytes: 16 << 20}
+	for _, tc := range []struct{ name, head string }{
+		{"comment", "# "},
+		{"help", "# HELP a "},
+		{"metric name", "a"},
+		{"label value", `a{b="`},
+		{"after a good line", "up 1\n# "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := append([]byte(tc.head), bytes.Repeat([]byte("x"), size)...)
+			var err error
+			alloc := allocatedBy(func() {
+				_, err = Decode(bytes.NewReader(body), MediaTypeText, "", big)
+			})
+			requireStatus(t, err, ErrTooLarge)
+			require.ErrorContains(t, err, "line of the text body is longer")
+			// The parser's token buffer grows by doubling up to the
+			// longest allowed line (about 280 KiB): a few times that.
+			require.Less(t, alloc, uint64(4<<20), "the parser buffered the line")
+		})
+	}
+
+	// The longest valid line passes: every label at the limits, every value
+	// byte escaped.
+	var b strings.Builder
+	b.WriteString(strings.Repeat("n", 256) + "{")
+	for i := range 64 {
+		fmt.Fprintf(&b, `%s%02d="%s",`, strings.Repeat("l", 254), i, strings.Repeat(`\n`, 2048))
+	}
+	b.WriteString("} 1 1700000000000\n")
+	got, err := Decode(strings.NewReader(b.String()), MediaTypeText, "", big)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	require.Len(t, got[0].GetMetric()[0].GetLabel(), 64)
+}

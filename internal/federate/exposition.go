@@ -39,19 +39,38 @@ func (e *exposition) family(refs []ref) error {
 		e.h.logger.Warn("family name not valid in the text format, not exported", "family", first.Name)
 		return nil
 	}
-	// The first cluster's type wins; the first HELP among clusters that agree
-	// on the type is used.
+	// The type most clusters use wins (ties: the smaller type number), so
+	// one cluster cannot hide the others' series by pushing a family under
+	// another type. The first HELP among clusters of that type is used.
+	typ := majorityType(e, refs)
 	help := ""
 	for _, r := range refs {
-		if _, f := e.meta(r); f.Type == first.Type && f.Help != "" {
+		if _, f := e.meta(r); f.Type == typ && f.Help != "" {
 			help = f.Help
 			break
 		}
 	}
 	if e.proto {
-		return e.protoFamily(refs, first.Type, help)
+		return e.protoFamily(refs, typ, help)
 	}
-	return e.textFamily(refs, first.Type, help)
+	return e.textFamily(refs, typ, help)
+}
+
+// majorityType counts the clusters carrying each type of one family.
+func majorityType(e *exposition, refs []ref) dto.MetricType {
+	var counts [8]int
+	for _, r := range refs {
+		if _, f := e.meta(r); int(f.Type) >= 0 && int(f.Type) < len(counts) {
+			counts[f.Type]++
+		}
+	}
+	best := 0
+	for t := range counts {
+		if counts[t] > counts[best] {
+			best = t
+		}
+	}
+	return dto.MetricType(best)
 }
 
 // read returns the decoded block of r, or ok false when it is left out.

@@ -55,6 +55,9 @@ type placement struct {
 	mu   sync.Mutex
 	sent map[sentKey]time.Time // snapshot versions already on a peer
 
+	rebuildMu sync.Mutex  // serialises rebuild
+	leaving   atomic.Bool // after handOffAll the ring no longer follows gossip
+
 	metrics struct {
 		handoffs    *prometheus.CounterVec
 		replication prometheus.Histogram
@@ -133,6 +136,11 @@ func (t *peerTokens) get() (string, error) {
 // rebuild recomputes the ring from the alive members. It reports whether
 // the membership changed.
 func (p *placement) rebuild() bool {
+	p.rebuildMu.Lock()
+	defer p.rebuildMu.Unlock()
+	if p.leaving.Load() {
+		return false
+	}
 	ms := p.peer.Members()
 	names := make([]string, 0, len(ms))
 	byName := make(map[string]cluster.Member, len(ms))
@@ -167,16 +175,26 @@ func (p *placement) owns(clusterID string) bool {
 
 // watch follows membership changes and runs the reconciler until ctx ends.
 func (p *placement) watch(ctx context.Context) error {
+	// Membership changes update the ring at once, even while a reconcile
+	// pass is running; the pass itself follows.
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-p.peer.Changes():
+				if p.rebuild() {
+					p.requestReconcile()
+				}
+			}
+		}
+	}()
 	t := time.NewTicker(reconcileInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-p.peer.Changes():
-			if p.rebuild() {
-				p.reconcile(ctx)
-			}
 		case <-p.kick:
 			p.reconcile(ctx)
 		case <-t.C:
@@ -292,10 +310,14 @@ func (p *placement) replicate(ctx context.Context, meta store.Meta) {
 	if ok {
 		p.metrics.replication.Observe(time.Since(start).Seconds())
 	} else {
-		select {
-		case p.kick <- struct{}{}:
-		default:
-		}
+		p.requestReconcile()
+	}
+}
+
+func (p *placement) requestReconcile() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -311,7 +333,10 @@ func (p *placement) handOffAll(ctx context.Context) {
 	if len(others) == 0 {
 		return
 	}
+	p.rebuildMu.Lock()
+	p.leaving.Store(true)
 	p.ring.Store(ring.New(others, vnodes)) // stop exporting at once
+	p.rebuildMu.Unlock()
 	p.reconcile(ctx)
 }
 
@@ -326,7 +351,8 @@ func (p *placement) checkPeer(r *http.Request) (string, error) {
 		return "", err
 	}
 	if _, ok := (*p.members.Load())[c.ClusterID]; !ok {
-		return "", upload.Errorf(upload.ErrForbidden, "%q is not a member", c.ClusterID)
+		// Possibly a node that joined a moment ago: the sender may retry.
+		return "", upload.WithRetryAfter(upload.ErrUnavailable, time.Second, fmt.Sprintf("%q is not a member yet", c.ClusterID))
 	}
 	return c.ClusterID, nil
 }

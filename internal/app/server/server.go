@@ -252,14 +252,32 @@ func (s *server) run(ctx context.Context) error {
 	extSrv := web.NewServer(ext, web.ServerOptions{TLSConfig: extTLS, ReadTimeout: time.Minute}, s.logger)
 	intSrv := web.NewServer(internal, web.ServerOptions{TLSConfig: intTLS}, s.logger)
 
+	// On shutdown the listeners stay open until this node has handed off
+	// its snapshots and left the cluster, and a moment more while the peers
+	// learn of the leave: until then they may still forward to this node.
+	left := make(chan struct{})
+	if peer == nil {
+		close(left)
+	}
+	afterLeave := func(cancel context.CancelFunc) func(error) {
+		return func(error) {
+			go func() {
+				<-left
+				if peer != nil {
+					time.Sleep(leaveDrain)
+				}
+				cancel()
+			}()
+		}
+	}
 	var g run.Group
 	{
-		ctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error { return extSrv.Serve(ctx, extL) }, func(error) { cancel() })
+		sctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return extSrv.Serve(sctx, extL) }, afterLeave(cancel))
 	}
 	{
-		ctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error { return intSrv.Serve(ctx, intL) }, func(error) { cancel() })
+		sctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return intSrv.Serve(sctx, intL) }, afterLeave(cancel))
 	}
 	{
 		// Housekeeping: snapshots past --ttl, idle rate-limit entries.
@@ -285,6 +303,7 @@ func (s *server) run(ctx context.Context) error {
 		// next owner, then leave gracefully so peers re-balance at once.
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error {
+			defer close(left)
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
@@ -334,6 +353,10 @@ func (s *server) reload() error {
 	s.logger.Info("reloaded gossip keyring")
 	return nil
 }
+
+// leaveDrain is how long the listeners stay open after a graceful leave,
+// for the peers to hear of it (a few gossip rounds).
+const leaveDrain = 2 * time.Second
 
 func housekeepingInterval(ttl time.Duration) time.Duration {
 	d := ttl / 10

@@ -68,22 +68,23 @@ func benchDecode(b *testing.B, body []byte, contentType, encoding string, l Limi
 func BenchmarkDecodeSnappyBomb(b *testing.B) {
 	claim := []byte{0xff, 0xff, 0xff, 0xff, 0x0f, 0x00, 'a'}
 	cases := []struct {
-		name string
-		body []byte
-		l    Limits
+		name        string
+		body        []byte
+		contentType string
+		l           Limits
 	}{
-		{"claim 4GiB", claim, Limits{}},
-		{"framed 4MiB", snappyBomb(b, 4<<20), Limits{DecodedBytes: 4 << 20}},
-		{"framed 16MiB", snappyBomb(b, 16<<20), Limits{CompressedBytes: 1 << 20}},
-		{"framed default limits", snappyBomb(b, 16<<20), Limits{}},
-		{"framed text comment", encodeFramed(b, append([]byte("# "), make([]byte, 16<<20)...)), Limits{CompressedBytes: 1 << 20}},
+		{"claim 4GiB", claim, "", Limits{}},
+		{"framed 4MiB", snappyBomb(b, 4<<20), "", Limits{DecodedBytes: 4 << 20}},
+		{"framed 16MiB", snappyBomb(b, 16<<20), "", Limits{CompressedBytes: 1 << 20}},
+		{"framed default limits", snappyBomb(b, 16<<20), "", Limits{}},
+		{"framed text comment", encodeFramed(b, append([]byte("# "), make([]byte, 16<<20)...)), MediaTypeText, Limits{CompressedBytes: 1 << 20}},
 	}
 	for _, bc := range cases {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(bc.body)))
 			for b.Loop() {
-				_, err := Decode(bytes.NewReader(bc.body), "", EncodingSnappy, bc.l)
+				_, err := Decode(bytes.NewReader(bc.body), bc.contentType, EncodingSnappy, bc.l)
 				if StatusCode(err) != 413 {
 					b.Fatalf("want 413, got %v", err)
 				}

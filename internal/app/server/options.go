@@ -47,6 +47,12 @@ type Options struct {
 	Limits      upload.Limits // LimitBytes is Limits.CompressedBytes
 	RateLimit   time.Duration
 	MaxInflight int
+	// Admission under abuse.
+	MaxInflightBytes int64   // bodies being read at once, in bytes
+	MinBodyRate      int64   // bytes per second a body must arrive at, after a grace
+	MaxConnections   int     // per listener; 0: three quarters of the open-file limit
+	MemoryHighWater  float64 // shed load above this share of the memory limit
+	WriterWindow     time.Duration
 
 	FederateKeepTimestamps bool
 
@@ -76,6 +82,10 @@ func DefaultOptions() Options {
 		Limits:            upload.DefaultLimits(),
 		RateLimit:         4*time.Minute + 30*time.Second,
 		MaxInflight:       256,
+		MaxInflightBytes:  64 << 20,
+		MinBodyRate:       1024,
+		MemoryHighWater:   0.8,
+		WriterWindow:      time.Hour,
 	}
 }
 

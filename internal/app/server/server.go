@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/prometheus/model/labels"
 
+	"github.com/telemeter/telemeter/internal/admission"
 	"github.com/telemeter/telemeter/internal/auth"
 	"github.com/telemeter/telemeter/internal/cluster"
 	"github.com/telemeter/telemeter/internal/federate"
@@ -65,6 +66,10 @@ type server struct {
 	key        crypto.Signer
 	pubs       []crypto.PublicKey
 	placement  *placement // nil on a single node
+
+	budget   *admission.Budget
+	pressure *admission.Pressure
+	writers  *admission.Writers
 
 	ready atomic.Bool
 }
@@ -167,6 +172,17 @@ func newServer(o Options, logger *slog.Logger, reg *prometheus.Registry) (*serve
 	}, reg)
 	s.limiter = limit.New(limit.Options{Interval: o.RateLimit}, reg)
 
+	limit, source := admission.MemoryLimit()
+	if set := admission.ApplyGoMemLimit(limit, 0.9); set > 0 {
+		logger.Info("set the Go memory limit from the cgroup", "limit_bytes", set)
+	}
+	if limit > 0 {
+		logger.Info("shedding load near the memory limit", "limit_bytes", limit, "source", source, "high_water", o.MemoryHighWater)
+	}
+	s.pressure = admission.NewPressure(limit, o.MemoryHighWater, nil, reg)
+	s.budget = admission.NewBudget(max(o.MaxInflightBytes, 4*o.Limits.CompressedBytes), reg)
+	s.writers = admission.NewWriters(o.WriterWindow, 1_000_000, reg, logger.With("component", "admission"))
+
 	st, err := store.Open(filepath.Join(o.StorageDir, "snapshots"), store.Options{TTL: o.TTL}, logger.With("component", "store"), reg)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -196,6 +212,12 @@ func (s *server) run(ctx context.Context) error {
 		return fmt.Errorf("listen internal: %w", err)
 	}
 	s.logger.Info("listening", "external", extL.Addr().String(), "internal", intL.Addr().String())
+	maxConns := o.MaxConnections
+	if maxConns <= 0 {
+		maxConns = max(int(admission.NewOpenFiles(s.reg).Limit()*3/4), 64)
+	}
+	extL = admission.LimitListener(extL, maxConns, s.reg, "external")
+	intL = admission.LimitListener(intL, maxConns, s.reg, "internal")
 
 	var peer *cluster.Peer
 	if o.ListenCluster != "" {
@@ -214,8 +236,8 @@ func (s *server) run(ctx context.Context) error {
 	gate := web.NewGate(o.MaxInflight, 5*time.Second, s.metrics.gateRejected.Inc)
 
 	ext := http.NewServeMux()
-	ext.Handle("/authorize", httpMetrics.Wrap("authorize", gate.Wrap(
-		auth.NewAuthorizeHandler(s.authorizer, s.issuer, s.tokenLabels, s.logger.With("component", "authorize"), s.reg))))
+	ext.Handle("/authorize", httpMetrics.Wrap("authorize", gate.Wrap(s.shedUnderPressure(
+		auth.NewAuthorizeHandler(s.authorizer, s.issuer, s.tokenLabels, s.logger.With("component", "authorize"), s.reg)))))
 	ext.Handle("/upload", httpMetrics.Wrap("upload", gate.Wrap(http.HandlerFunc(s.handleUpload))))
 	web.Health(ext, s.readiness)
 	if s.placement != nil {
@@ -321,6 +343,14 @@ func (s *server) run(ctx context.Context) error {
 			return err
 		}, func(error) { cancel() })
 	}
+	{
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return s.pressure.Run(ctx) }, func(error) { cancel() })
+	}
+	{
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return s.writers.Run(ctx) }, func(error) { cancel() })
+	}
 	if o.Reload != nil {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error {
@@ -357,6 +387,18 @@ func (s *server) reload() error {
 // leaveDrain is how long the listeners stay open after a graceful leave,
 // for the peers to hear of it (a few gossip rounds).
 const leaveDrain = 2 * time.Second
+
+// shedUnderPressure answers 503 near the memory limit, before h runs (and
+// before any upstream authorizer call).
+func (s *server) shedUnderPressure(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := s.pressure.Check(); err != nil {
+			web.WriteError(w, err)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
 
 func housekeepingInterval(ttl time.Duration) time.Duration {
 	d := ttl / 10

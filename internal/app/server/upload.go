@@ -2,10 +2,12 @@ package server
 
 import (
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/telemeter/telemeter/internal/admission"
 	"github.com/telemeter/telemeter/internal/auth"
 	"github.com/telemeter/telemeter/internal/forward"
 	"github.com/telemeter/telemeter/internal/upload"
@@ -17,7 +19,7 @@ import (
 // durable write. Only a stored snapshot is answered 200.
 func (s *server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	relayed, err := s.upload(r)
+	relayed, err := s.upload(w, r)
 	if relayed != nil {
 		// The owner answered a forwarded upload: relay its answer.
 		s.metrics.observeStatus(relayed.Status, time.Since(start))
@@ -46,9 +48,12 @@ func (s *server) handleUpload(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-func (s *server) upload(r *http.Request) (*forward.Answer, error) {
+func (s *server) upload(w http.ResponseWriter, r *http.Request) (*forward.Answer, error) {
 	if r.Method != http.MethodPost {
 		return nil, upload.ErrMethodNotAllowed
+	}
+	if err := s.pressure.Check(); err != nil {
+		return nil, err
 	}
 	if r.ContentLength > s.o.Limits.CompressedBytes {
 		return nil, upload.Errorf(upload.ErrTooLarge, "body of %d bytes exceeds --limit-bytes %d", r.ContentLength, s.o.Limits.CompressedBytes)
@@ -57,6 +62,8 @@ func (s *server) upload(r *http.Request) (*forward.Answer, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A cloned cluster or a stolen token: two writers alternating on one ID.
+	s.writers.Observe(claims.ClusterID, claims.ID)
 	forwarded := r.Header.Get(forward.HeaderForwardedBy) != ""
 	if forwarded {
 		if s.placement == nil {
@@ -76,6 +83,14 @@ func (s *server) upload(r *http.Request) (*forward.Answer, error) {
 			res.Cancel()
 		}
 	}()
+	// Bytes in flight are bounded across all clusters; each cluster holds at
+	// most one upload's worth (the reservation above).
+	release, err := s.budget.Acquire(admission.RequestBytes(r, s.o.Limits.CompressedBytes))
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	body := admission.MinRateReader(r.Body, http.NewResponseController(w), s.o.MinBodyRate, minBodyGrace, time.Now)
 
 	// Route: an upload for a cluster another node owns goes to that node,
 	// once. The entry node's own rate limit above bounds what a client
@@ -85,8 +100,7 @@ func (s *server) upload(r *http.Request) (*forward.Answer, error) {
 			if url == "" {
 				return nil, upload.WithRetryAfter(upload.ErrUnavailable, 5*time.Second, "owner "+owner+" has no address yet")
 			}
-			body := http.MaxBytesReader(nil, r.Body, s.o.Limits.CompressedBytes)
-			ans, err := s.placement.fwd.Upload(r.Context(), url, r, body)
+			ans, err := s.placement.fwd.Upload(r.Context(), url, r, io.LimitReader(body, s.o.Limits.CompressedBytes+1))
 			if err != nil {
 				return nil, err
 			}
@@ -98,7 +112,7 @@ func (s *server) upload(r *http.Request) (*forward.Answer, error) {
 		}
 	}
 
-	families, err := upload.Decode(r.Body, r.Header.Get("Content-Type"), r.Header.Get("Content-Encoding"), s.o.Limits)
+	families, err := upload.Decode(body, r.Header.Get("Content-Type"), r.Header.Get("Content-Encoding"), s.o.Limits)
 	if err != nil {
 		return nil, err
 	}
@@ -118,6 +132,9 @@ func (s *server) upload(r *http.Request) (*forward.Answer, error) {
 	}
 	return nil, nil
 }
+
+// minBodyGrace is how long a body may take before --min-body-rate applies.
+const minBodyGrace = 10 * time.Second
 
 // authenticate checks the upload token: structure first, then signature,
 // expiry and audience (auth.Verifier).

@@ -94,7 +94,8 @@ type Answer struct {
 	Body       []byte
 }
 
-// Upload proxies the client's upload r, whose body has not been read, to
+// Upload proxies the client's upload r (to /upload or the remote-write
+// receiver: r's path is kept), whose body has not been read, to
 // the owner at ownerURL (the owner's API base URL). The owner verifies the
 // client's token and the payload like any upload. body is r's body, already
 // capped by the caller.
@@ -111,7 +112,7 @@ func (c *Client) Upload(ctx context.Context, ownerURL string, r *http.Request, b
 
 	ctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ownerURL+"/upload", body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ownerURL+r.URL.Path, body)
 	if err != nil {
 		return nil, fmt.Errorf("forward upload: %w", err)
 	}

@@ -55,6 +55,16 @@ type Options struct {
 	WriterWindow     time.Duration
 
 	FederateKeepTimestamps bool
+	DisableFederate        bool
+
+	// Remote write out (--forward-url) and in (/metrics/v1/receive).
+	ForwardURL               string
+	ForwardTenantHeader      string
+	ForwardBearerTokenFile   string
+	ForwardBasicUser         string
+	ForwardBasicPasswordFile string
+	ForwardCAFile            string
+	ReceiveRateLimit         time.Duration
 
 	// Reload, when not nil, asks for a reload (main sends on SIGHUP).
 	Reload <-chan struct{}
@@ -86,6 +96,9 @@ func DefaultOptions() Options {
 		MinBodyRate:       1024,
 		MemoryHighWater:   0.8,
 		WriterWindow:      time.Hour,
+
+		ForwardTenantHeader: "THANOS-TENANT",
+		ReceiveRateLimit:    time.Second,
 	}
 }
 

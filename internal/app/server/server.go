@@ -26,6 +26,7 @@ import (
 	"github.com/telemeter/telemeter/internal/federate"
 	"github.com/telemeter/telemeter/internal/forward"
 	"github.com/telemeter/telemeter/internal/limit"
+	"github.com/telemeter/telemeter/internal/remotewrite"
 	"github.com/telemeter/telemeter/internal/store"
 	"github.com/telemeter/telemeter/internal/transform"
 	"github.com/telemeter/telemeter/internal/upload"
@@ -66,6 +67,10 @@ type server struct {
 	key        crypto.Signer
 	pubs       []crypto.PublicKey
 	placement  *placement // nil on a single node
+
+	receiveLimiter *limit.Limiter
+	receiveLimits  remotewrite.ReceiveLimits
+	remoteWrite    *remotewrite.Forwarder // nil without --forward-url
 
 	budget   *admission.Budget
 	pressure *admission.Pressure
@@ -170,7 +175,9 @@ func newServer(o Options, logger *slog.Logger, reg *prometheus.Registry) (*serve
 		MaxAge:         o.MaxAge,
 		MaxFuture:      o.MaxFuture,
 	}, reg)
-	s.limiter = limit.New(limit.Options{Interval: o.RateLimit}, reg)
+	s.limiter = limit.New(limit.Options{Interval: o.RateLimit}, prometheus.WrapRegistererWith(prometheus.Labels{"endpoint": "upload"}, reg))
+	s.receiveLimiter = limit.New(limit.Options{Interval: o.ReceiveRateLimit}, prometheus.WrapRegistererWith(prometheus.Labels{"endpoint": "receive"}, reg))
+	s.receiveLimits = remotewrite.DefaultReceiveLimits()
 
 	limit, source := admission.MemoryLimit()
 	if set := admission.ApplyGoMemLimit(limit, 0.9); set > 0 {
@@ -188,6 +195,21 @@ func newServer(o Options, logger *slog.Logger, reg *prometheus.Registry) (*serve
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	s.store = st
+	if o.ForwardURL != "" {
+		s.remoteWrite, err = remotewrite.NewForwarder(remotewrite.ForwarderOptions{
+			URL:               o.ForwardURL,
+			TenantHeader:      o.ForwardTenantHeader,
+			BearerTokenFile:   o.ForwardBearerTokenFile,
+			BasicUser:         o.ForwardBasicUser,
+			BasicPasswordFile: o.ForwardBasicPasswordFile,
+			CAFile:            o.ForwardCAFile,
+		}, st, logger.With("component", "remote-write"), reg)
+		if err != nil {
+			return nil, fmt.Errorf("configure --forward-url: %w", err)
+		}
+		// Catch up after a restart: every stored snapshot is sent once.
+		s.remoteWrite.NotifyAll(st.List())
+	}
 	return s, nil
 }
 
@@ -239,16 +261,19 @@ func (s *server) run(ctx context.Context) error {
 	ext.Handle("/authorize", httpMetrics.Wrap("authorize", gate.Wrap(s.shedUnderPressure(
 		auth.NewAuthorizeHandler(s.authorizer, s.issuer, s.tokenLabels, s.logger.With("component", "authorize"), s.reg)))))
 	ext.Handle("/upload", httpMetrics.Wrap("upload", gate.Wrap(http.HandlerFunc(s.handleUpload))))
+	ext.Handle(receivePath, httpMetrics.Wrap("receive", gate.Wrap(http.HandlerFunc(s.handleReceive))))
 	web.Health(ext, s.readiness)
 	if s.placement != nil {
 		ext.Handle(forward.PathSnapshot, httpMetrics.Wrap("peer_snapshot", http.HandlerFunc(s.placement.handleSnapshot)))
 	}
 
 	internal := http.NewServeMux()
-	internal.Handle("/federate", httpMetrics.Wrap("federate", federate.NewHandler(s.store, federate.Options{
-		KeepTimestamps: o.FederateKeepTimestamps,
-		Owns:           owns,
-	}, s.logger.With("component", "federate"), s.reg)))
+	if !o.DisableFederate {
+		internal.Handle("/federate", httpMetrics.Wrap("federate", federate.NewHandler(s.store, federate.Options{
+			KeepTimestamps: o.FederateKeepTimestamps,
+			Owns:           owns,
+		}, s.logger.With("component", "federate"), s.reg)))
+	}
 	internal.Handle("/metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{Registry: s.reg}))
 	web.Health(internal, s.readiness)
 	internal.HandleFunc("/-/reload", func(w http.ResponseWriter, r *http.Request) {
@@ -346,6 +371,10 @@ func (s *server) run(ctx context.Context) error {
 	{
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return s.pressure.Run(ctx) }, func(error) { cancel() })
+	}
+	if s.remoteWrite != nil {
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return s.remoteWrite.Run(ctx) }, func(error) { cancel() })
 	}
 	{
 		ctx, cancel := context.WithCancel(ctx)

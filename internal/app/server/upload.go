@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 	"github.com/telemeter/telemeter/internal/admission"
 	"github.com/telemeter/telemeter/internal/auth"
 	"github.com/telemeter/telemeter/internal/forward"
+	"github.com/telemeter/telemeter/internal/limit"
+	"github.com/telemeter/telemeter/internal/store"
 	"github.com/telemeter/telemeter/internal/upload"
 	"github.com/telemeter/telemeter/internal/web"
 )
@@ -18,8 +21,14 @@ import (
 // method, token, rate limit, then the body under limits, validation, and a
 // durable write. Only a stored snapshot is answered 200.
 func (s *server) handleUpload(w http.ResponseWriter, r *http.Request) {
+	s.serveIngest(w, r, s.upload, http.StatusOK)
+}
+
+// serveIngest answers an ingest request (an upload or a remote write):
+// the owner's relayed answer, an error, or ok once stored.
+func (s *server) serveIngest(w http.ResponseWriter, r *http.Request, ingest func(http.ResponseWriter, *http.Request) (*forward.Answer, error), ok int) {
 	start := time.Now()
-	relayed, err := s.upload(w, r)
+	relayed, err := ingest(w, r)
 	if relayed != nil {
 		// The owner answered a forwarded upload: relay its answer.
 		s.metrics.observeStatus(relayed.Status, time.Since(start))
@@ -45,7 +54,7 @@ func (s *server) handleUpload(w http.ResponseWriter, r *http.Request) {
 		web.WriteError(w, err)
 		return
 	}
-	w.WriteHeader(http.StatusOK)
+	w.WriteHeader(ok)
 }
 
 func (s *server) upload(w http.ResponseWriter, r *http.Request) (*forward.Answer, error) {
@@ -64,14 +73,9 @@ func (s *server) upload(w http.ResponseWriter, r *http.Request) (*forward.Answer
 	}
 	// A cloned cluster or a stolen token: two writers alternating on one ID.
 	s.writers.Observe(claims.ClusterID, claims.ID)
-	forwarded := r.Header.Get(forward.HeaderForwardedBy) != ""
-	if forwarded {
-		if s.placement == nil {
-			return nil, upload.Errorf(upload.ErrForbidden, "forwarded upload to a node outside a cluster")
-		}
-		if _, err := s.placement.checkPeer(r); err != nil {
-			return nil, err
-		}
+	forwarded, err := s.checkForwarded(r)
+	if err != nil {
+		return nil, err
 	}
 	res, err := s.limiter.Reserve(claims.ClusterID)
 	if err != nil {
@@ -92,24 +96,9 @@ func (s *server) upload(w http.ResponseWriter, r *http.Request) (*forward.Answer
 	defer release()
 	body := admission.MinRateReader(r.Body, http.NewResponseController(w), s.o.MinBodyRate, minBodyGrace, time.Now)
 
-	// Route: an upload for a cluster another node owns goes to that node,
-	// once. The entry node's own rate limit above bounds what a client
-	// spraying every node can send to the owner: limit × nodes.
-	if s.placement != nil && !forwarded {
-		if owner, url := s.placement.owner(claims.ClusterID); owner != s.placement.self {
-			if url == "" {
-				return nil, upload.WithRetryAfter(upload.ErrUnavailable, 5*time.Second, "owner "+owner+" has no address yet")
-			}
-			ans, err := s.placement.fwd.Upload(r.Context(), url, r, io.LimitReader(body, s.o.Limits.CompressedBytes+1))
-			if err != nil {
-				return nil, err
-			}
-			if ans.Status == http.StatusOK || ans.Status == http.StatusTooManyRequests {
-				res.Commit()
-				committed = true
-			}
-			return ans, nil
-		}
+	if ans, err := s.route(r, claims.ClusterID, forwarded, res, body, s.o.Limits.CompressedBytes); ans != nil || err != nil {
+		committed = true // route settled the reservation
+		return ans, err
 	}
 
 	families, err := upload.Decode(body, r.Header.Get("Content-Type"), r.Header.Get("Content-Encoding"), s.o.Limits)
@@ -127,10 +116,59 @@ func (s *server) upload(w http.ResponseWriter, r *http.Request) (*forward.Answer
 	}
 	res.Commit()
 	committed = true
-	if s.placement != nil {
-		s.placement.replicate(r.Context(), meta)
-	}
+	s.stored(r.Context(), meta)
 	return nil, nil
+}
+
+// route sends a request for a cluster another node owns to that node, once,
+// and settles the reservation by the owner's answer. The entry node's own
+// rate limit bounds what a client spraying every node can send to the
+// owner: limit × nodes. It returns nil, nil when this node owns the cluster.
+func (s *server) route(r *http.Request, clusterID string, forwarded bool, res *limit.Reservation, body io.Reader, limitBytes int64) (*forward.Answer, error) {
+	if s.placement == nil || forwarded {
+		return nil, nil
+	}
+	owner, url := s.placement.owner(clusterID)
+	if owner == s.placement.self {
+		return nil, nil
+	}
+	if url == "" {
+		res.Cancel()
+		return nil, upload.WithRetryAfter(upload.ErrUnavailable, 5*time.Second, "owner "+owner+" has no address yet")
+	}
+	ans, err := s.placement.fwd.Upload(r.Context(), url, r, io.LimitReader(body, limitBytes+1))
+	if err != nil {
+		res.Cancel()
+		return nil, err
+	}
+	if ans.Status/100 == 2 || ans.Status == http.StatusTooManyRequests {
+		res.Commit()
+	} else {
+		res.Cancel()
+	}
+	return ans, nil
+}
+
+// stored runs what follows a durable write: replicas, remote write.
+func (s *server) stored(ctx context.Context, meta store.Meta) {
+	if s.placement != nil {
+		s.placement.replicate(ctx, meta)
+	}
+	if s.remoteWrite != nil {
+		s.remoteWrite.Notify(meta.ClusterID, meta.Received)
+	}
+}
+
+// checkForwarded verifies the peer token of a forwarded request.
+func (s *server) checkForwarded(r *http.Request) (bool, error) {
+	if r.Header.Get(forward.HeaderForwardedBy) == "" {
+		return false, nil
+	}
+	if s.placement == nil {
+		return true, upload.Errorf(upload.ErrForbidden, "forwarded request to a node outside a cluster")
+	}
+	_, err := s.placement.checkPeer(r)
+	return true, err
 }
 
 // minBodyGrace is how long a body may take before --min-body-rate applies.

@@ -54,6 +54,8 @@ func parseFlags(args []string, stderr io.Writer) (client.Options, error) {
 	fs.StringVar(&o.ToToken, "to-token", o.ToToken, "The cluster token, exchanged at /authorize for an upload token.")
 	fs.StringVar(&o.ToTokenFile, "to-token-file", o.ToTokenFile, "File holding the cluster token, read at every authorization.")
 	fs.StringVar(&o.ToCAFile, "to-ca-file", o.ToCAFile, "PEM bundle of the CAs that sign the telemeter server's certificate.")
+	fs.StringVar(&o.ToCertFile, "to-cert-file", o.ToCertFile, "Client certificate presented to the server (its mTLS identity mode).")
+	fs.StringVar(&o.ToKeyFile, "to-key-file", o.ToKeyFile, "Key of --to-cert-file.")
 	fs.StringVar(&o.ID, "id", o.ID, "The cluster ID to authorize as.")
 	fs.DurationVar(&o.Interval, "interval", o.Interval, "Time between pushes (each wait jittered by ±5 %; the first push comes after a random part of it).")
 	fs.Int64Var(&o.LimitBytes, "limit-bytes", o.LimitBytes, "Largest encoded body pushed, in bytes; a larger batch is dropped with an error.")

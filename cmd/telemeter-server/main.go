@@ -77,6 +77,7 @@ func main() {
 	fs.StringVar(&o.ForwardBasicPasswordFile, "forward-basic-password-file", o.ForwardBasicPasswordFile, "File with the basic-auth password for --forward-url.")
 	fs.StringVar(&o.ForwardCAFile, "forward-ca-file", o.ForwardCAFile, "CA certificates to trust for --forward-url.")
 	fs.DurationVar(&o.ReceiveRateLimit, "receive-ratelimit", o.ReceiveRateLimit, "Minimum time between two accepted remote-write requests of one cluster at /metrics/v1/receive.")
+	fs.StringVar(&o.ClientCAFile, "client-ca-file", o.ClientCAFile, "CAs of client certificates: turns on mTLS identity, the cluster ID must equal the certificate's subject CN.")
 	fs.StringVar(&o.TLSCert, "tls-crt", o.TLSCert, "TLS certificate for the external listener.")
 	fs.StringVar(&o.TLSKey, "tls-key", o.TLSKey, "TLS key for the external listener.")
 	fs.StringVar(&o.InternalTLSCert, "internal-tls-crt", o.InternalTLSCert, "TLS certificate for the internal listener.")

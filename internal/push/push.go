@@ -42,6 +42,9 @@ type Options struct {
 	TokenFile string
 	// CAFile is a PEM bundle for the server's certificate. Empty: system roots.
 	CAFile string
+	// CertFile and KeyFile are a client certificate presented to the server
+	// (its mTLS identity mode). Empty: none.
+	CertFile, KeyFile string
 	// Transport replaces the HTTP transport (tests). CAFile is ignored then.
 	Transport http.RoundTripper
 	// RequestTimeout bounds one HTTP request. Default 1m.
@@ -157,12 +160,23 @@ func New(o Options, logger *slog.Logger, reg prometheus.Registerer) (*Client, er
 	if rt == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.Proxy = http.ProxyFromEnvironment
-		if o.CAFile != "" {
-			pool, err := loadCA(o.CAFile)
-			if err != nil {
-				return nil, err
+		if o.CAFile != "" || o.CertFile != "" {
+			cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+			if o.CAFile != "" {
+				pool, err := loadCA(o.CAFile)
+				if err != nil {
+					return nil, err
+				}
+				cfg.RootCAs = pool
 			}
-			t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+			if o.CertFile != "" || o.KeyFile != "" {
+				cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+				if err != nil {
+					return nil, fmt.Errorf("load client certificate: %w", err)
+				}
+				cfg.Certificates = []tls.Certificate{cert}
+			}
+			t.TLSClientConfig = cfg
 		}
 		rt = t
 	}

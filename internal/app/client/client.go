@@ -112,6 +112,8 @@ func newClient(o *Options, logger *slog.Logger, reg prometheus.Registerer) (*cli
 		Token:          o.ToToken,
 		TokenFile:      o.ToTokenFile,
 		CAFile:         o.ToCAFile,
+		CertFile:       o.ToCertFile,
+		KeyFile:        o.ToKeyFile,
 		Transport:      o.Transport,
 		RequestTimeout: o.RequestTimeout,
 		LimitBytes:     o.LimitBytes,

@@ -53,6 +53,8 @@ type Options struct {
 	ToToken     string // --to-token: the cluster token
 	ToTokenFile string // --to-token-file, read at every authorization
 	ToCAFile    string // --to-ca-file
+	ToCertFile  string // --to-cert-file: client certificate for the server's mTLS mode
+	ToKeyFile   string // --to-key-file
 
 	ID         string        // --id: the cluster ID
 	Interval   time.Duration // --interval

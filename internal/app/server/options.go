@@ -69,6 +69,11 @@ type Options struct {
 	// Reload, when not nil, asks for a reload (main sends on SIGHUP).
 	Reload <-chan struct{}
 
+	// ClientCAFile turns on the mTLS identity mode: the external listener
+	// asks for client certificates signed by these CAs, and a cluster's
+	// identity is its certificate's subject common name.
+	ClientCAFile string
+
 	TLSCert, TLSKey                 string
 	InternalTLSCert, InternalTLSKey string
 }
@@ -117,6 +122,8 @@ func (o Options) Validate() error {
 		return errors.New("--replication-factor must be at least 1")
 	case (o.TLSCert == "") != (o.TLSKey == ""):
 		return errors.New("--tls-crt and --tls-key go together")
+	case o.ClientCAFile != "" && o.TLSCert == "":
+		return errors.New("--client-ca-file needs TLS on the external listener: set --tls-crt and --tls-key")
 	case (o.InternalTLSCert == "") != (o.InternalTLSKey == ""):
 		return errors.New("--internal-tls-crt and --internal-tls-key go together")
 	case o.TokenExpire < time.Minute:

@@ -47,6 +47,15 @@ func (s *server) receive(w http.ResponseWriter, r *http.Request) (*forward.Answe
 	if err != nil {
 		return nil, err
 	}
+	if !forwarded {
+		cn, err := s.certIdentity(r)
+		if err != nil {
+			return nil, err
+		}
+		if cn != "" && cn != clusterID {
+			return nil, upload.Errorf(upload.ErrForbidden, "certificate for %q cannot write for cluster %q", cn, clusterID)
+		}
+	}
 	if _, err := s.authorizer.Authorize(r.Context(), token, clusterID); err != nil {
 		return nil, err
 	}

@@ -3,6 +3,8 @@ package server
 import (
 	"context"
 	"crypto"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -220,6 +222,21 @@ func (s *server) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("external listener: %w", err)
 	}
+	if o.ClientCAFile != "" {
+		pemBytes, err := os.ReadFile(o.ClientCAFile)
+		if err != nil {
+			return fmt.Errorf("read --client-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemBytes) {
+			return errors.New("--client-ca-file holds no PEM certificate")
+		}
+		// Peers reach each other on this listener without client
+		// certificates (they carry peer tokens), so certificates are asked
+		// for and verified when given; the handlers require them.
+		extTLS.ClientCAs = pool
+		extTLS.ClientAuth = tls.VerifyClientCertIfGiven
+	}
 	intTLS, err := web.LoadTLS(o.InternalTLSCert, o.InternalTLSKey)
 	if err != nil {
 		return fmt.Errorf("internal listener: %w", err)
@@ -258,8 +275,8 @@ func (s *server) run(ctx context.Context) error {
 	gate := web.NewGate(o.MaxInflight, 5*time.Second, s.metrics.gateRejected.Inc)
 
 	ext := http.NewServeMux()
-	ext.Handle("/authorize", httpMetrics.Wrap("authorize", gate.Wrap(s.shedUnderPressure(
-		auth.NewAuthorizeHandler(s.authorizer, s.issuer, s.tokenLabels, s.logger.With("component", "authorize"), s.reg)))))
+	ext.Handle("/authorize", httpMetrics.Wrap("authorize", gate.Wrap(s.shedUnderPressure(s.requireCertForID(
+		auth.NewAuthorizeHandler(s.authorizer, s.issuer, s.tokenLabels, s.logger.With("component", "authorize"), s.reg))))))
 	ext.Handle("/upload", httpMetrics.Wrap("upload", gate.Wrap(http.HandlerFunc(s.handleUpload))))
 	ext.Handle(receivePath, httpMetrics.Wrap("receive", gate.Wrap(http.HandlerFunc(s.handleReceive))))
 	web.Health(ext, s.readiness)
@@ -416,6 +433,49 @@ func (s *server) reload() error {
 // leaveDrain is how long the listeners stay open after a graceful leave,
 // for the peers to hear of it (a few gossip rounds).
 const leaveDrain = 2 * time.Second
+
+// certIdentity returns the cluster ID a verified client certificate names
+// (its subject CN), "" when mTLS identity is off, or an error when it is on
+// and no verified certificate came with the request.
+func (s *server) certIdentity(r *http.Request) (string, error) {
+	if s.o.ClientCAFile == "" {
+		return "", nil
+	}
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		return "", upload.Errorf(upload.ErrUnauthorized, "a client certificate is required")
+	}
+	cn := r.TLS.VerifiedChains[0][0].Subject.CommonName
+	if cn == "" {
+		return "", upload.Errorf(upload.ErrForbidden, "the client certificate names no cluster (empty CN)")
+	}
+	return cn, nil
+}
+
+// requireCertForID refuses an /authorize for a cluster ID other than the
+// one the client certificate names, in mTLS identity mode.
+func (s *server) requireCertForID(h http.Handler) http.Handler {
+	if s.o.ClientCAFile == "" {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cn, err := s.certIdentity(r)
+		if err == nil {
+			id := r.URL.Query().Get("id")
+			if id == "" {
+				// The form body is read by the handler; a certificate
+				// mode client must name the ID in the query.
+				err = upload.Errorf(upload.ErrInvalid, "in mTLS mode the cluster ID goes in the query: /authorize?id=")
+			} else if id != cn {
+				err = upload.Errorf(upload.ErrForbidden, "certificate for %q cannot authorize cluster %q", cn, id)
+			}
+		}
+		if err != nil {
+			web.WriteError(w, err)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
 
 // shedUnderPressure answers 503 near the memory limit, before h runs (and
 // before any upstream authorizer call).

@@ -192,5 +192,16 @@ func (s *server) authenticate(r *http.Request) (*auth.Claims, error) {
 	if err := auth.ValidateClusterID(claims.ClusterID); err != nil {
 		return nil, upload.Errorf(upload.ErrUnauthorized, "token names no valid cluster")
 	}
+	// In mTLS identity mode a forwarded upload was checked by the entry
+	// node, which holds the client's certificate; the peer token vouches.
+	if r.Header.Get(forward.HeaderForwardedBy) == "" {
+		cn, err := s.certIdentity(r)
+		if err != nil {
+			return nil, err
+		}
+		if cn != "" && cn != claims.ClusterID {
+			return nil, upload.Errorf(upload.ErrForbidden, "certificate for %q cannot push for cluster %q", cn, claims.ClusterID)
+		}
+	}
 	return claims, nil
 }

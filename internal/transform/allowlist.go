@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 )
@@ -42,7 +43,7 @@ func Allowlist(selectors [][]*labels.Matcher) Transformer {
 	for _, ms := range selectors {
 		var s selector
 		for _, m := range ms {
-			if m.Name == labels.MetricName {
+			if m.Name == model.MetricNameLabel {
 				s.name = append(s.name, m)
 			} else {
 				s.labels = append(s.labels, m)

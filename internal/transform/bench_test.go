@@ -126,7 +126,7 @@ func TestChainAllocations(t *testing.T) {
 	now := time.UnixMilli(1_700_000_000_000)
 	clock := func() time.Time { return now }
 	chain := clientChain(clock, benchSelectors(t))
-	chain.Apply(genFamilies(10_000, now)) // warm the hasher pool
+	_, _ = chain.Apply(genFamilies(10_000, now)) // warm the hasher pool
 
 	families := genFamilies(10_000, now)
 	var before, after runtime.MemStats

@@ -71,7 +71,7 @@ func validMetricName(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !(isLetter(c) || c == '_' || c == ':' || (i > 0 && isDigit(c))) {
+		if !isLetter(c) && c != '_' && c != ':' && (i == 0 || !isDigit(c)) {
 			return false
 		}
 	}
@@ -85,7 +85,7 @@ func validLabelName(s string) bool {
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if !(isLetter(c) || c == '_' || (i > 0 && isDigit(c))) {
+		if !isLetter(c) && c != '_' && (i == 0 || !isDigit(c)) {
 			return false
 		}
 	}

@@ -418,13 +418,12 @@ func protoErr(what string, err error) error {
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 		return Errorf(ErrInvalid, "%s: truncated", what)
 	}
-	if errors.Is(err, binaryOverflow) || strings.Contains(err.Error(), "overflow") {
+	// encoding/binary reports an over-long varint with an unexported error.
+	if strings.Contains(err.Error(), "overflow") {
 		return Errorf(ErrInvalid, "%s: varint overflow", what)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
-
-var binaryOverflow = errors.New("binary: varint overflows a 64-bit integer")
 
 // decodeText parses the text exposition format. The parser builds the whole
 // result in memory, so its input is bounded by the decoded limit; the

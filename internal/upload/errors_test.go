@@ -133,6 +133,7 @@ func TestFromResponse(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, body := response(tc.code, tc.retryAfter, tc.body)
+			defer resp.Body.Close()
 			err := FromResponse(resp, body)
 			if tc.want == nil {
 				require.NoError(t, err)
@@ -157,13 +158,14 @@ func TestStatusRoundTrip(t *testing.T) {
 	for _, tc := range protocolCases {
 		for _, wait := range []time.Duration{0, 1500 * time.Millisecond, 30 * time.Second} {
 			t.Run(fmt.Sprintf("%s/wait %v", tc.name, wait), func(t *testing.T) {
-				var sent error = Errorf(tc.sentinel, "because")
+				sent := Errorf(tc.sentinel, "because")
 				retryAfter := ""
 				if wait > 0 {
 					sent = WithRetryAfter(tc.sentinel, wait, "because")
 					retryAfter = FormatRetryAfter(RetryAfter(sent))
 				}
 				resp, body := response(StatusCode(sent), retryAfter, sent.Error()+"\n")
+				defer resp.Body.Close()
 				got := FromResponse(resp, body)
 				requireStatus(t, got, tc.sentinel)
 				require.Equal(t, tc.code, StatusCode(got))

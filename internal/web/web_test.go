@@ -80,7 +80,7 @@ func TestGateRefusesOverTheBoundBeforeTheHandler(t *testing.T) {
 
 func TestHealth(t *testing.T) {
 	mux := http.NewServeMux()
-	var notReady error = errors.New("store not recovered")
+	notReady := errors.New("store not recovered")
 	Health(mux, func() error { return notReady })
 	for path, want := range map[string]int{"/healthz": 200, "/healthz/ready": 503} {
 		w := httptest.NewRecorder()

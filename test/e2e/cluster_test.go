@@ -132,7 +132,7 @@ func (c *testCluster) converged(timeout time.Duration) {
 			}
 			code, _, err := httpGet(n.InternalURL+"/healthz/ready", nil)
 			if err != nil || code != http.StatusOK {
-				return fmt.Errorf("%s not ready (%d, %v)", n.name, code, err)
+				return fmt.Errorf("%s not ready (%d): %w", n.name, code, err)
 			}
 		}
 		return nil

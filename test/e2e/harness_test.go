@@ -34,16 +34,19 @@ func TestMain(m *testing.M) {
 		if err != nil {
 			panic(err)
 		}
-		defer os.RemoveAll(dir)
 		for _, b := range []string{"telemeter-client", "telemeter-server", "authorization-server"} {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, b), "../../cmd/"+b)
 			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 			if err := cmd.Run(); err != nil {
 				fmt.Fprintf(os.Stderr, "build %s: %v\n", b, err)
+				_ = os.RemoveAll(dir)
 				os.Exit(1)
 			}
 		}
 		binDir = dir
+		code := m.Run()
+		_ = os.RemoveAll(dir)
+		os.Exit(code)
 	}
 	os.Exit(m.Run())
 }
@@ -94,7 +97,7 @@ func start(t *testing.T, name, path string, args ...string) *proc {
 	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() {
 		err := cmd.Wait()
-		f.Close()
+		_ = f.Close()
 		p.mu.Lock()
 		p.err = err
 		p.mu.Unlock()

@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -179,12 +178,4 @@ func clusterIDs(n int, prefix string) []string {
 		ids[i] = fmt.Sprintf("%s-%03d", prefix, i)
 	}
 	return ids
-}
-
-func joinKeys(m map[string]float64) string {
-	var ks []string
-	for k := range m {
-		ks = append(ks, k)
-	}
-	return strings.Join(ks, ",")
 }

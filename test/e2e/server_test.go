@@ -269,7 +269,7 @@ func TestServerDiskFull(t *testing.T) {
 	f, err := os.Create(filler)
 	require.NoError(t, err)
 	_, _ = f.Write(make([]byte, 4<<20)) // fails with ENOSPC part way
-	f.Close()
+	_ = f.Close()
 
 	for i := range 5 {
 		code, err = p.push(context.Background(), s.URL, "disk", float64(10+i))

@@ -217,7 +217,7 @@ func newServer(o Options, logger *slog.Logger, reg *prometheus.Registry) (*serve
 
 func (s *server) run(ctx context.Context) error {
 	o := s.o
-	defer s.store.Close()
+	defer func() { _ = s.store.Close() }()
 	extTLS, err := web.LoadTLS(o.TLSCert, o.TLSKey)
 	if err != nil {
 		return fmt.Errorf("external listener: %w", err)

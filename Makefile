@@ -22,7 +22,7 @@ demo: build ## Run the demo: source Prometheus -> client -> server cluster -> ce
 	./scripts/demo.sh
 
 .PHONY: test
-test: deps test-unit test-e2e test-integration ## Run the whole test suite (installs Prometheus when missing).
+test: deps vet test-unit test-e2e test-integration ## Run the whole test suite (installs Prometheus when missing).
 
 .PHONY: deps
 deps: ## Install what the tests need (Prometheus) when it is missing.
@@ -44,11 +44,14 @@ test-integration: build ## Self-contained integration check: prints "tests: ok" 
 fuzz: ## Run every fuzz target for FUZZTIME each (default 30s).
 	./scripts/fuzz.sh $(FUZZTIME)
 
-.PHONY: lint
-lint: ## gofmt, go vet and golangci-lint.
+.PHONY: vet
+vet: ## gofmt and go vet (the fast part of lint; part of make test).
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/...
+
+.PHONY: lint
+lint: vet ## gofmt, go vet and golangci-lint.
 	@test -x $(BIN)/golangci-lint || GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	$(BIN)/golangci-lint run ./...
 

@@ -183,6 +183,13 @@ type Pressure struct {
 
 	errShed error
 	shed    prometheus.Counter
+
+	// reclaim collects garbage and returns freed memory to the OS; Run
+	// calls it at most every reclaimEvery while over the mark, so an idle
+	// server does not keep refusing on garbage it has not collected.
+	reclaim     func()
+	lastReclaim time.Time
+	reclaims    prometheus.Counter
 }
 
 // NewPressure sheds when memory use exceeds highWater × limit (say 0.8 of
@@ -198,6 +205,7 @@ func NewPressure(limit int64, highWater float64, read func() uint64, reg prometh
 		read:    read,
 		now:     time.Now,
 		errShed: upload.WithRetryAfter(upload.ErrUnavailable, pressureRetryAfter, "memory pressure"),
+		reclaim: debug.FreeOSMemory,
 	}
 	if limit > 0 && highWater > 0 {
 		p.highWater = uint64(float64(limit) * min(highWater, 1))
@@ -208,6 +216,10 @@ func NewPressure(limit int64, highWater float64, read func() uint64, reg prometh
 	p.shed = f.NewCounter(prometheus.CounterOpts{
 		Name: "telemeter_server_admission_memory_shed_total",
 		Help: "Requests refused because memory use was above the high-water mark.",
+	})
+	p.reclaims = f.NewCounter(prometheus.CounterOpts{
+		Name: "telemeter_server_admission_memory_reclaims_total",
+		Help: "Forced garbage collections because memory use stayed above the high-water mark.",
 	})
 	f.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "telemeter_server_admission_memory_limit_bytes",
@@ -269,19 +281,40 @@ func (p *Pressure) sample(now int64, haveOld bool) {
 	p.sampled.Store(now)
 }
 
+// reclaimEvery bounds how often Run forces a collection under pressure.
+const reclaimEvery = time.Second
+
 // Run samples memory use every 100ms until ctx is done, so that Check never
-// reads it on a request's path. It returns nil.
+// reads it on a request's path. While use is above the mark it forces a
+// collection at most once a second: the reading counts garbage not yet
+// collected, and a server that sheds its load allocates too little to
+// trigger a collection by itself. It returns nil.
 func (p *Pressure) Run(ctx context.Context) error {
 	t := time.NewTicker(pressureSampleEvery)
 	defer t.Stop()
 	for {
-		p.Usage()
+		if p.highWater > 0 && p.Usage() > p.highWater {
+			if now := p.now(); now.Sub(p.lastReclaim) >= reclaimEvery {
+				p.lastReclaim = now
+				p.reclaim()
+				p.reclaims.Inc()
+				p.forceSample()
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
 	}
+}
+
+// forceSample takes a reading now, whatever the age of the last one.
+func (p *Pressure) forceSample() {
+	p.reading.Lock()
+	defer p.reading.Unlock()
+	p.usage.Store(p.read())
+	p.sampled.Store(p.now().Sub(p.epoch).Nanoseconds())
 }
 
 // RuntimeMemory returns a reader of the memory the Go runtime has mapped

@@ -373,3 +373,33 @@ func TestRuntimeMemorySeesTheHeap(t *testing.T) {
 	keep = nil
 	require.GreaterOrEqual(t, after, uint64(32<<20), "a 32 MiB live slice is mapped memory")
 }
+
+// An idle server over the mark (garbage not yet collected) reclaims and
+// admits again without waiting for a natural collection.
+func TestRunReclaimsUnderPressure(t *testing.T) {
+	var use atomic.Uint64
+	use.Store(900)
+	p := NewPressure(1000, 0.8, use.Load, prometheus.NewRegistry())
+	reclaimed := make(chan struct{}, 10)
+	p.reclaim = func() {
+		use.Store(100) // the collection frees the garbage
+		reclaimed <- struct{}{}
+	}
+	require.Error(t, p.Check())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		_ = p.Run(ctx)
+		close(done)
+	}()
+	select {
+	case <-reclaimed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no reclaim while over the high-water mark")
+	}
+	require.Eventually(t, func() bool { return p.Check() == nil }, 2*time.Second, 10*time.Millisecond)
+	cancel()
+	<-done
+	require.Len(t, reclaimed, 0, "one reclaim is enough once usage fell")
+}

@@ -189,7 +189,15 @@ func newServer(o Options, logger *slog.Logger, reg *prometheus.Registry) (*serve
 		logger.Info("shedding load near the memory limit", "limit_bytes", limit, "source", source, "high_water", o.MemoryHighWater)
 	}
 	s.pressure = admission.NewPressure(limit, o.MemoryHighWater, nil, reg)
-	s.budget = admission.NewBudget(max(o.MaxInflightBytes, 4*o.Limits.CompressedBytes), reg)
+	// Bytes in flight, on the wire. Decoding expands them many times over
+	// (a snappy body up to ~21×, decoded objects more), so under a memory
+	// limit the budget is held to a 64th of it: bodies past that wait
+	// for a quiet moment instead of growing the heap into an OOM kill.
+	budget := max(o.MaxInflightBytes, 4*o.Limits.CompressedBytes)
+	if limit > 0 {
+		budget = min(budget, limit/64)
+	}
+	s.budget = admission.NewBudget(budget, reg)
 	s.writers = admission.NewWriters(o.WriterWindow, 1_000_000, reg, logger.With("component", "admission"))
 
 	st, err := store.Open(filepath.Join(o.StorageDir, "snapshots"), store.Options{TTL: o.TTL}, logger.With("component", "store"), reg)

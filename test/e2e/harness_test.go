@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -66,13 +67,28 @@ func prometheusBin(t *testing.T) string {
 	return p
 }
 
-// freeAddr returns a loopback address with a port free at the time of the call.
+// freeAddr returns a loopback address with a port free (TCP and UDP) at the
+// time of the call. Ports come from below Linux's ephemeral range
+// (32768–60999), so the thousands of client sockets some tests open cannot
+// take a port between its pick and the server binding it.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
+	for range 1000 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 20000+mathrand.IntN(12000))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		u, err := net.ListenPacket("udp", addr)
+		_ = l.Close()
+		if err != nil {
+			continue
+		}
+		_ = u.Close()
+		return addr
+	}
+	t.Fatal("no free loopback port found")
+	return ""
 }
 
 // proc is a child process whose output goes to a log file, stopped at cleanup.

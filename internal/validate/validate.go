@@ -77,9 +77,6 @@ const (
 type Result struct {
 	Families []*dto.MetricFamily // sorted by name, series sorted by labels
 	Series   int
-	// DataTime is the newest sample timestamp, or the receive time when the
-	// upload carries none. The store refuses data older than what it holds.
-	DataTime time.Time
 }
 
 // Validate checks and rewrites families of cluster clusterID, whose token
@@ -114,7 +111,6 @@ func (v *Validator) Validate(clusterID string, identity map[string]string, famil
 	families = mergeByName(families)
 	var (
 		res      Result
-		newest   int64
 		seen     = make(map[string]struct{})
 		drops    = map[string]int{}
 		keyBuf   []byte
@@ -144,7 +140,6 @@ func (v *Validator) Validate(clusterID string, identity map[string]string, famil
 					drops[reasonTooNew]++
 					continue
 				}
-				newest = max(newest, ts)
 			}
 			// 3. Allowlist.
 			if v.o.Allow != nil && !allowed(v.o.Allow, mf.GetName(), m, matchBuf) {
@@ -192,10 +187,6 @@ func (v *Validator) Validate(clusterID string, identity map[string]string, famil
 	res.Families = slices.DeleteFunc(families, func(mf *dto.MetricFamily) bool { return len(mf.Metric) == 0 })
 	for _, mf := range res.Families {
 		slices.SortFunc(mf.Metric, compareMetrics)
-	}
-	res.DataTime = now
-	if newest > 0 {
-		res.DataTime = time.UnixMilli(newest)
 	}
 	return res, nil
 }

@@ -66,6 +66,25 @@ func TestParseFlags(t *testing.T) {
 				require.Equal(t, "debug", o.LogLevel)
 			},
 		},
+		{
+			name: "remote-write peer needs no token",
+			args: []string{"--target", "remote-write", "--to", "http://127.0.0.1:9090/api/v1/write", "--ids-file", "/ids"},
+			check: func(t *testing.T, o benchmark.Options) {
+				require.Equal(t, benchmark.TargetRemoteWrite, o.Target)
+				require.Equal(t, "http://127.0.0.1:9090/api/v1/write", o.To)
+				require.Equal(t, "/ids", o.IDsFile)
+			},
+		},
+		{
+			name: "pushgateway peer",
+			args: []string{"--target", "pushgateway", "--to", "http://127.0.0.1:9091"},
+			check: func(t *testing.T, o benchmark.Options) {
+				require.Equal(t, benchmark.TargetPushgateway, o.Target)
+			},
+		},
+		{name: "telemeter is the default target", args: []string{"--to", "http://a"}, err: "--to-token"},
+		{name: "unknown target", args: []string{"--target", "graphite", "--to", "http://a"}, err: "--target"},
+		{name: "peer without a URL", args: []string{"--target", "pushgateway"}, err: "--to is required"},
 		{name: "no server", args: []string{"--to-token", "t"}, err: "--to is required"},
 		{name: "bad mode", args: []string{"--to", "http://a", "--to-token", "t", "--mode", "fast"}, err: "--mode"},
 		{name: "stray argument", args: []string{"--to", "http://a", "--to-token", "t", "extra"}, err: "unexpected argument"},

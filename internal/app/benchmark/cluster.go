@@ -22,9 +22,11 @@ type cluster struct {
 	idLabel []byte // the encoded _id label
 	extra   []byte // other labels /authorize returned, encoded
 	jwt     string
+	pushURL string // Pushgateway target: the cluster's group
 	values  []float64
 	rng     *rand.Rand
-	pushes  int // attempts so far, against --count
+	pushes  int   // attempts so far, against --count
+	lastTS  int64 // timestamp of the last body, milliseconds
 
 	next time.Time // when the next push is due
 	seq  uint64    // tie-breaker among equal next times: first come, first served
@@ -219,6 +221,7 @@ func appendValue(b []byte, s *series, v []float64) []byte {
 // concurrent use: each pusher has its own.
 type encoder struct {
 	raw, fam, val []byte
+	block         []byte // remote write: the snappy block
 	body          bytes.Buffer
 	sw            *s2.Writer
 }

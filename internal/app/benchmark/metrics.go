@@ -17,6 +17,7 @@ type metrics struct {
 	bytes          prometheus.Counter
 	inflight       prometheus.Gauge
 	clusters       prometheus.Gauge
+	scheduleStart  prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -55,6 +56,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		clusters: f.NewGauge(prometheus.GaugeOpts{
 			Name: "telemeter_benchmark_clusters",
 			Help: "Simulated clusters of this run.",
+		}),
+		scheduleStart: f.NewGauge(prometheus.GaugeOpts{
+			Name: "telemeter_benchmark_schedule_start_timestamp_seconds",
+			Help: "Unix time the push schedule started (after --preauthorize); 0 before.",
 		}),
 	}
 }

@@ -53,7 +53,8 @@ const drainTimeout = 5 * time.Second
 // Options is every setting of telemeter-benchmark. Each field of the first
 // group is a command-line flag of the same name; the rest is wiring.
 type Options struct {
-	To          string // --to: base URL of the telemeter server
+	Target      string // --target: telemeter, remote-write or pushgateway
+	To          string // --to: base URL of the telemeter server (or the peer)
 	ToAuthorize string // --to-auth: overrides <to>/authorize
 	ToUpload    string // --to-upload: overrides <to>/upload
 	ToToken     string // --to-token: the cluster token every simulated cluster uses
@@ -65,11 +66,13 @@ type Options struct {
 	Interval         time.Duration // --interval
 	Workers          int           // --workers: simulated clusters
 	IDPrefix         string        // --id-prefix: cluster IDs are prefix + zero-padded index
+	IDsFile          string        // --ids-file: cluster IDs, one a line; replaces Workers and IDPrefix
 	Duration         time.Duration // --duration: 0 = until Count or ctx
 	Count            int           // --count: pushes per cluster; 0 = unlimited
 	Concurrency      int           // --concurrency: requests in flight at most
 	Mode             string        // --mode: interval or saturate
 	RequestTimeout   time.Duration // --request-timeout: one authorize or upload
+	Preauthorize     bool          // --preauthorize: every token before the schedule starts
 	Seed             uint64        // --seed: 0 = random
 	Listen           string        // --listen: /metrics and /healthz; "" serves nothing
 	Report           string        // --report: json or text (main prints it)
@@ -88,6 +91,7 @@ type Options struct {
 // DefaultOptions returns Options with every default set.
 func DefaultOptions() Options {
 	return Options{
+		Target:           TargetTelemeter,
 		SeriesMultiplier: 1,
 		Interval:         DefaultInterval,
 		Workers:          DefaultWorkers,
@@ -108,9 +112,23 @@ func (o *Options) authorizeURL() string {
 	return strings.TrimSuffix(o.To, "/") + "/authorize"
 }
 
+// target is --target, telemeter when unset.
+func (o *Options) target() string {
+	if o.Target == "" {
+		return TargetTelemeter
+	}
+	return o.Target
+}
+
+// uploadURL is where uploads go: for telemeter <to>/upload, for remote
+// write <to> itself; for a Pushgateway, the base of every cluster's URL.
 func (o *Options) uploadURL() string {
 	if o.ToUpload != "" {
 		return o.ToUpload
+	}
+	switch o.target() {
+	case TargetRemoteWrite, TargetPushgateway:
+		return o.To
 	}
 	return strings.TrimSuffix(o.To, "/") + "/upload"
 }
@@ -118,22 +136,23 @@ func (o *Options) uploadURL() string {
 // Validate refuses options the benchmark cannot run with and says which
 // flag is wrong. It does not read files; Run does.
 func (o *Options) Validate() error {
-	if o.To == "" && (o.ToAuthorize == "" || o.ToUpload == "") {
-		return errors.New("--to is required: the URL of the telemeter server (or both --to-auth and --to-upload)")
-	}
-	for _, u := range []struct{ flag, url string }{{"--to-auth", o.authorizeURL()}, {"--to-upload", o.uploadURL()}} {
-		if p, err := url.Parse(u.url); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-			return fmt.Errorf("%s: %q is not an http(s) URL (check --to)", u.flag, u.url)
+	switch o.target() {
+	case TargetTelemeter:
+		if err := o.validateTelemeter(); err != nil {
+			return err
 		}
-	}
-	if o.ToToken == "" && o.ToTokenFile == "" {
-		return errors.New("--to-token or --to-token-file is required: the cluster token for /authorize")
-	}
-	if o.ToToken != "" && o.ToTokenFile != "" {
-		return errors.New("--to-token and --to-token-file: set only one")
+	case TargetRemoteWrite, TargetPushgateway:
+		if o.To == "" && o.ToUpload == "" {
+			return fmt.Errorf("--to is required: the URL of the %s peer", o.target())
+		}
+		if err := checkURL("--to", o.uploadURL()); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("--target %q: want %s, %s or %s", o.Target, TargetTelemeter, TargetRemoteWrite, TargetPushgateway)
 	}
 	switch {
-	case o.Workers <= 0:
+	case o.Workers <= 0 && o.IDsFile == "":
 		return fmt.Errorf("--workers must be positive, got %d", o.Workers)
 	case o.Concurrency <= 0:
 		return fmt.Errorf("--concurrency must be positive, got %d", o.Concurrency)
@@ -162,6 +181,32 @@ func (o *Options) Validate() error {
 	}
 	if _, err := parseLevel(o.LogLevel); err != nil {
 		return err
+	}
+	return nil
+}
+
+func (o *Options) validateTelemeter() error {
+	if o.To == "" && (o.ToAuthorize == "" || o.ToUpload == "") {
+		return errors.New("--to is required: the URL of the telemeter server (or both --to-auth and --to-upload)")
+	}
+	if err := checkURL("--to-auth", o.authorizeURL()); err != nil {
+		return err
+	}
+	if err := checkURL("--to-upload", o.uploadURL()); err != nil {
+		return err
+	}
+	if o.ToToken == "" && o.ToTokenFile == "" {
+		return errors.New("--to-token or --to-token-file is required: the cluster token for /authorize")
+	}
+	if o.ToToken != "" && o.ToTokenFile != "" {
+		return errors.New("--to-token and --to-token-file: set only one")
+	}
+	return nil
+}
+
+func checkURL(flag, u string) error {
+	if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+		return fmt.Errorf("%s: %q is not an http(s) URL (check --to)", flag, u)
 	}
 	return nil
 }

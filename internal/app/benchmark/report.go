@@ -23,6 +23,7 @@ const (
 // Report is what a run measured. Its JSON form is one object, documented in
 // docs/benchmark-tool.md.
 type Report struct {
+	Target         string `json:"target"`
 	Mode           string `json:"mode"`
 	Clusters       int    `json:"clusters"`
 	SeriesPerPush  int    `json:"series_per_push"`
@@ -62,6 +63,9 @@ type Report struct {
 	// GeneratorCPUSeconds is the CPU time the benchmark process used during
 	// the run (all of it, in tests that share the process with a server).
 	GeneratorCPUSeconds float64 `json:"generator_cpu_seconds"`
+	// PreauthorizeSeconds is how long --preauthorize took, before the
+	// schedule started (not in WallSeconds).
+	PreauthorizeSeconds float64 `json:"preauthorize_seconds"`
 }
 
 // Latency summarises upload latencies in seconds.
@@ -95,7 +99,8 @@ func (r Report) WriteText(w io.Writer) error {
 		return s
 	}
 	ms := func(sec float64) string { return strconv.FormatFloat(sec*1000, 'f', 2, 64) + "ms" }
-	_, err := fmt.Fprintf(w, `mode               %s
+	_, err := fmt.Fprintf(w, `target             %s
+mode               %s
 clusters           %d (%d series, %d samples per push)
 wall time          %.2fs
 uploads            %d (%.1f/s): %d accepted, %d non-2xx, %d transport errors, %d canceled
@@ -106,7 +111,9 @@ upload status      %s
 authorizations     %d (%d after a 401): %s
 schedule lag max   %.3fs
 generator cpu      %.2fs
+preauthorize       %.2fs
 `,
+		r.Target,
 		r.Mode,
 		r.Clusters, r.SeriesPerPush, r.SamplesPerPush,
 		r.WallSeconds,
@@ -118,6 +125,7 @@ generator cpu      %.2fs
 		r.Authorizations, r.Reauthorizations, codes(r.AuthorizeStatus),
 		r.ScheduleLagMaxSeconds,
 		r.GeneratorCPUSeconds,
+		r.PreauthorizeSeconds,
 	)
 	return err
 }

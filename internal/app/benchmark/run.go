@@ -65,17 +65,20 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	var g run.Group
 	var rep Report
 	{
-		var (
-			rctx   context.Context
-			cancel context.CancelFunc
-		)
-		if o.Duration > 0 {
-			rctx, cancel = context.WithTimeout(ctx, o.Duration)
-		} else {
-			rctx, cancel = context.WithCancel(ctx)
-		}
+		base, cancel := context.WithCancel(ctx)
 		g.Add(func() error {
+			var authorized time.Duration
+			if o.Preauthorize {
+				authorized = b.preauthorize(base)
+			}
+			// --duration counts from the start of the schedule.
+			rctx, rcancel := context.WithCancel(base)
+			if o.Duration > 0 {
+				rctx, rcancel = context.WithTimeout(base, o.Duration)
+			}
+			defer rcancel()
 			rep = b.run(rctx)
+			rep.PreauthorizeSeconds = authorized.Seconds()
 			return nil
 		}, func(error) { cancel() })
 	}
@@ -103,7 +106,9 @@ func Run(ctx context.Context, o Options) (Report, error) {
 // share, and what they measured.
 type bench struct {
 	o         *Options
+	target    string
 	tmpl      *template
+	flat      *flatTemplate // the peers' view of tmpl; nil for telemeter
 	clusters  []*cluster
 	token     string
 	client    *http.Client
@@ -142,8 +147,13 @@ func newBench(o *Options, logger *slog.Logger, reg prometheus.Registerer) (*benc
 	if err != nil {
 		return nil, err
 	}
+	ids, err := clusterIDs(o)
+	if err != nil {
+		return nil, err
+	}
 	b := &bench{
 		o:         o,
+		target:    o.target(),
 		tmpl:      tmpl,
 		token:     token,
 		client:    client,
@@ -158,21 +168,90 @@ func newBench(o *Options, logger *slog.Logger, reg prometheus.Registerer) (*benc
 	if seed == 0 {
 		seed = rand.Uint64()
 	}
-	width := len(strconv.Itoa(o.Workers - 1))
-	for i := range o.Workers {
-		id := fmt.Sprintf("%s%0*d", o.IDPrefix, width, i)
-		b.clusters = append(b.clusters, newCluster(id, tmpl, rand.New(rand.NewPCG(seed, uint64(i)))))
+	if b.target != TargetTelemeter {
+		b.flat = tmpl.flatten()
 	}
-	b.metrics.clusters.Set(float64(o.Workers))
+	for i, id := range ids {
+		c := newCluster(id, tmpl, rand.New(rand.NewPCG(seed, uint64(i))))
+		if b.target == TargetPushgateway {
+			c.pushURL = pushgatewayURL(b.uploadURL, id)
+		}
+		b.clusters = append(b.clusters, c)
+	}
+	b.metrics.clusters.Set(float64(len(ids)))
 
-	body, err := newEncoder().encode(tmpl, b.clusters[0], b.now().UnixMilli())
+	body, err := b.encode(newEncoder(), b.clusters[0])
 	if err != nil {
 		return nil, err
 	}
-	logger.Info("template ready",
+	logger.Info("template ready", "target", b.target,
 		"series", tmpl.series, "samples", tmpl.samples, "families", len(tmpl.families),
-		"body_bytes", len(body), "clusters", o.Workers, "mode", o.Mode, "seed", seed)
+		"body_bytes", len(body), "clusters", len(ids), "mode", o.Mode, "seed", seed)
 	return b, nil
+}
+
+// maxIDsFile bounds what --ids-file may hold.
+const maxIDsFile = 64 << 20
+
+// clusterIDs are the IDs of the simulated clusters: those of --ids-file,
+// or --workers of them named after --id-prefix.
+func clusterIDs(o *Options) ([]string, error) {
+	if o.IDsFile == "" {
+		width := len(strconv.Itoa(o.Workers - 1))
+		ids := make([]string, o.Workers)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("%s%0*d", o.IDPrefix, width, i)
+		}
+		return ids, nil
+	}
+	f, err := os.Open(o.IDsFile)
+	if err != nil {
+		return nil, fmt.Errorf("--ids-file: %w", err)
+	}
+	defer func() { _ = f.Close() }()
+	text, err := io.ReadAll(io.LimitReader(f, maxIDsFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("--ids-file: %w", err)
+	}
+	if len(text) > maxIDsFile {
+		return nil, fmt.Errorf("--ids-file: %s is larger than %d bytes", o.IDsFile, maxIDsFile)
+	}
+	var ids []string
+	seen := map[string]bool{}
+	for line := range strings.Lines(string(text)) {
+		id := strings.TrimSpace(line)
+		if id == "" || strings.HasPrefix(id, "#") {
+			continue
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("--ids-file: cluster ID %q appears twice", id)
+		}
+		seen[id] = true
+		ids = append(ids, id)
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("--ids-file: no cluster ID in %s", o.IDsFile)
+	}
+	o.Workers = len(ids)
+	return ids, nil
+}
+
+// encode returns c's current values as the target's body, stamped now
+// where the target takes timestamps. The bytes are valid until enc's next
+// use.
+func (b *bench) encode(enc *encoder, c *cluster) ([]byte, error) {
+	// A cluster's pushes carry increasing timestamps even when two of them
+	// fall in one millisecond: a receiver would refuse a second, different
+	// sample at the same instant.
+	ts := max(b.now().UnixMilli(), c.lastTS+1)
+	c.lastTS = ts
+	switch b.target {
+	case TargetRemoteWrite:
+		return enc.encodeRemoteWrite(b.flat, c, ts), nil
+	case TargetPushgateway:
+		return enc.encodeText(b.flat, c), nil
+	}
+	return enc.encode(b.tmpl, c, ts)
 }
 
 // newHTTPClient returns a client that keeps up to --concurrency HTTP/1.1
@@ -225,6 +304,7 @@ func (b *bench) run(ctx context.Context) Report {
 	}()
 
 	start, cpuStart := b.now(), cpuTime()
+	b.metrics.scheduleStart.Set(float64(start.UnixNano()) / 1e9)
 	ready := make(chan *cluster)
 	returned := make(chan *cluster, len(b.clusters))
 	var wg sync.WaitGroup
@@ -242,6 +322,7 @@ func (b *bench) run(ctx context.Context) Report {
 	wall := b.now().Sub(start)
 
 	rep := b.stats.report(Report{
+		Target:              b.target,
 		Mode:                b.o.Mode,
 		Clusters:            len(b.clusters),
 		SeriesPerPush:       b.tmpl.series,
@@ -251,6 +332,40 @@ func (b *bench) run(ctx context.Context) Report {
 	b.logger.Info("benchmark done", "wall_seconds", rep.WallSeconds, "uploads", rep.Uploads,
 		"accepted", rep.Accepted, "non_2xx", rep.NonSuccess, "transport_errors", rep.TransportErrors)
 	return rep
+}
+
+// preauthorize gets every cluster its upload token before the schedule
+// starts (telemeter target only), with at most --concurrency requests in
+// flight, so that the timed run holds no token exchange. A cluster whose
+// authorization failed tries again at its first push. It returns how long
+// it took.
+func (b *bench) preauthorize(ctx context.Context) time.Duration {
+	if b.target != TargetTelemeter {
+		return 0
+	}
+	began := time.Now()
+	work := make(chan *cluster)
+	var wg sync.WaitGroup
+	for range min(b.o.Concurrency, len(b.clusters)) {
+		wg.Go(func() {
+			for c := range work {
+				b.authorize(ctx, c)
+			}
+		})
+	}
+feed:
+	for _, c := range b.clusters {
+		select {
+		case work <- c:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	took := time.Since(began)
+	b.logger.Info("clusters authorized before the schedule", "clusters", len(b.clusters), "seconds", took.Seconds())
+	return took
 }
 
 // schedule hands clusters to the pushers when they are due, and takes them
@@ -330,19 +445,20 @@ func nextPush(prev time.Time, interval time.Duration, r *rand.Rand) time.Time {
 
 // push makes one push of c: authorize if it has no token, evolve its
 // values, upload; after a 401, authorize again and upload the same body
-// once more.
+// once more. The peers have no tokens: one upload, whatever the answer.
 func (b *bench) push(ctx context.Context, c *cluster, enc *encoder) {
 	c.pushes++
-	if c.jwt == "" && !b.authorize(ctx, c) {
+	telemeter := b.target == TargetTelemeter
+	if telemeter && c.jwt == "" && !b.authorize(ctx, c) {
 		return
 	}
 	b.tmpl.evolve(c)
-	body, err := enc.encode(b.tmpl, c, b.now().UnixMilli())
+	body, err := b.encode(enc, c)
 	if err != nil {
 		b.logger.Error("encode body", "cluster", c.id, "err", err)
 		return
 	}
-	if b.upload(ctx, c, body) != http.StatusUnauthorized {
+	if b.upload(ctx, c, body) != http.StatusUnauthorized || !telemeter {
 		return
 	}
 	c.jwt = ""
@@ -356,15 +472,11 @@ func (b *bench) push(ctx context.Context, c *cluster, enc *encoder) {
 func (b *bench) upload(ctx context.Context, c *cluster, body []byte) int {
 	rctx, cancel := context.WithTimeout(ctx, b.o.RequestTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodPost, b.uploadURL, bytes.NewReader(body))
+	req, err := b.uploadRequest(rctx, c, body)
 	if err != nil {
 		b.logger.Error("build upload request", "err", err)
 		return 0
 	}
-	req.Header.Set("Authorization", "Bearer "+c.jwt)
-	req.Header.Set("Content-Type", upload.MediaTypeProtoDelim)
-	req.Header.Set("Content-Encoding", upload.EncodingSnappy)
-	req.Header.Set("User-Agent", "telemeter-benchmark")
 
 	b.metrics.inflight.Inc()
 	defer b.metrics.inflight.Dec()
@@ -395,6 +507,32 @@ func (b *bench) upload(ctx context.Context, c *cluster, body []byte) int {
 		b.logger.Debug("upload refused", "cluster", c.id, "code", resp.StatusCode, "reason", reason)
 	}
 	return resp.StatusCode
+}
+
+// uploadRequest builds the upload of body as c to the target.
+func (b *bench) uploadRequest(ctx context.Context, c *cluster, body []byte) (*http.Request, error) {
+	method, u := http.MethodPost, b.uploadURL
+	if b.target == TargetPushgateway {
+		method, u = http.MethodPut, c.pushURL
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	switch b.target {
+	case TargetRemoteWrite:
+		req.Header.Set("Content-Type", remoteWriteContentType)
+		req.Header.Set("Content-Encoding", upload.EncodingSnappy)
+		req.Header.Set("X-Prometheus-Remote-Write-Version", remoteWriteVersion)
+	case TargetPushgateway:
+		req.Header.Set("Content-Type", textContentType)
+	default:
+		req.Header.Set("Authorization", "Bearer "+c.jwt)
+		req.Header.Set("Content-Type", upload.MediaTypeProtoDelim)
+		req.Header.Set("Content-Encoding", upload.EncodingSnappy)
+	}
+	req.Header.Set("User-Agent", "telemeter-benchmark")
+	return req, nil
 }
 
 // authorize exchanges the cluster token for c's upload token.

@@ -66,6 +66,10 @@ type series struct {
 	quantiles []float64
 	rate      float64
 	mean      float64 // histograms and summaries: typical observed value
+
+	// labels are the series' labels, sorted, without _id: what the peer
+	// encodings (remote write, text) are built from.
+	labels []*dto.LabelPair
 }
 
 // samples is how many Prometheus samples the series stands for.
@@ -99,6 +103,10 @@ func (s *series) slots() int {
 type family struct {
 	header []byte // name, help and type fields
 	series []series
+
+	name string
+	help *string // nil: the template had no HELP line
+	typ  dto.MetricType
 }
 
 // template is the payload every simulated cluster sends, shared read-only
@@ -145,7 +153,7 @@ func parseTemplate(text []byte, multiplier int) (*template, error) {
 }
 
 func (t *template) addFamily(mf *dto.MetricFamily, multiplier int) (family, error) {
-	var f family
+	f := family{name: mf.GetName(), help: mf.Help, typ: mf.GetType()}
 	f.header = protowire.AppendTag(f.header, 1, protowire.BytesType)
 	f.header = protowire.AppendString(f.header, mf.GetName())
 	if mf.Help != nil {
@@ -188,7 +196,7 @@ func (t *template) addFamily(mf *dto.MetricFamily, multiplier int) (family, erro
 	slices.SortStableFunc(copies, func(a, b copyOf) int { return compareLabels(a.labels, b.labels) })
 
 	for _, c := range copies {
-		s := series{slot: len(t.initial)}
+		s := series{slot: len(t.initial), labels: c.labels}
 		for _, lp := range c.labels {
 			if strings.Compare(lp.GetName(), upload.IDLabel) < 0 {
 				s.before = appendLabel(s.before, lp.GetName(), lp.GetValue())

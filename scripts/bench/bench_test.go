@@ -2,6 +2,8 @@ package main
 
 import (
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -172,4 +174,22 @@ func TestRenderListsEveryFigure(t *testing.T) {
 		require.Contains(t, doc, want)
 	}
 	require.NotContains(t, doc, "log tail")
+}
+
+// TestKeptNotes: a new run keeps the hand-written notes at the end of the
+// document it replaces, and only them.
+func TestKeptNotes(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.md")
+	require.Empty(t, keptNotes(missing))
+
+	plain := filepath.Join(dir, "plain.md")
+	require.NoError(t, os.WriteFile(plain, []byte("# Benchmarks\n\nold figures\n"), 0o600))
+	require.Empty(t, keptNotes(plain))
+
+	noted := filepath.Join(dir, "noted.md")
+	require.NoError(t, os.WriteFile(noted, []byte("# Benchmarks\n\nold figures\n\n"+notesMarker+"\n\n## Notes\n\nwhy W2 misses\n"), 0o600))
+	got := keptNotes(noted)
+	require.Equal(t, "\n"+notesMarker+"\n\n## Notes\n\nwhy W2 misses\n", got)
+	require.NotContains(t, got, "old figures")
 }

@@ -242,7 +242,7 @@ func (h *harness) run(ctx context.Context, out, command string) int {
 			h.failures = append(h.failures, fmt.Sprintf("%s %s: no number", f.id, f.name))
 		}
 	}
-	doc := h.render(m, command)
+	doc := h.render(m, command) + keptNotes(out)
 	target := out
 	if len(h.failures) > 0 && h.sz.name != "smoke" {
 		// Keep the committed document; put the broken run beside it.

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -99,6 +100,24 @@ func (h *harness) render(m machine, command string) string {
 
 ` + "```sh\n" + command + "\n```\n")
 	return sb.String()
+}
+
+// notesMarker starts the part of the document written by hand (analysis of
+// the misses, measurements made elsewhere): a new run keeps it as it is.
+const notesMarker = "<!-- Below: notes written by hand; scripts/bench.sh keeps them when it regenerates this file. -->"
+
+// keptNotes returns the hand-written part of the document at path, from
+// its marker to the end, or "" when there is none.
+func keptNotes(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	_, notes, ok := strings.Cut(string(b), notesMarker+"\n")
+	if !ok {
+		return ""
+	}
+	return "\n" + notesMarker + "\n" + notes
 }
 
 func orUnknown(s string) string {

@@ -55,9 +55,14 @@ lint: vet ## gofmt, go vet and golangci-lint.
 	@test -x $(BIN)/golangci-lint || GOBIN=$(BIN) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 	$(BIN)/golangci-lint run ./...
 
+BENCH_SIZE ?= default
 .PHONY: bench
-bench: ## Micro-benchmarks (go test -bench) for the hot paths.
-	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./internal/... | tee /tmp/telemeter-bench.txt
+bench: ## Workloads W1–W7 against real binaries and the peers, plus micro-benchmarks; rewrites docs/benchmarks.md (BENCH_SIZE=full for full size).
+	BENCH_SIZE=$(BENCH_SIZE) ./scripts/bench.sh
+
+.PHONY: bench-smoke
+bench-smoke: ## Every benchmark workload at toy size, under a minute; fails if a step produced no number.
+	./scripts/bench.sh --smoke
 
 .PHONY: clean
 clean: ## Remove build outputs.

@@ -41,6 +41,7 @@ func main() {
 	fs.DurationVar(&o.TTL, "ttl", o.TTL, "Snapshots older than this are no longer served and are removed.")
 	fs.StringVar(&o.SharedKeyFile, "shared-key", o.SharedKeyFile, "PEM private key (EC or RSA) that signs upload tokens; generated in --storage-dir when empty on a single node.")
 	fs.StringVar(&o.VerificationKeys, "verification-keys", o.VerificationKeys, "PEM file of public keys whose tokens stay valid (key rotation).")
+	fs.IntVar(&o.TokenCacheSize, "token-cache-size", o.TokenCacheSize, "Verified upload tokens remembered so that a client's next upload skips the signature check (0: check every time).")
 	expire := fs.Int64("token-expire-seconds", int64(o.TokenExpire/time.Second), "Lifetime of upload tokens, in seconds.")
 	fs.StringVar(&o.AuthorizeURL, "authorize", o.AuthorizeURL, "URL of an upstream authorizer (authorization-server protocol).")
 	fs.StringVar(&o.TokensFile, "tokens-file", o.TokensFile, "JSON tokens file for the built-in authorizer: [{\"token\":\"...\"}].")

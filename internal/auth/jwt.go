@@ -131,6 +131,9 @@ type Verifier struct {
 	parser   *jwt.Parser
 	issuer   string
 	audience string
+	skew     time.Duration
+	now      func() time.Time
+	cache    *verifiedCache // nil: every token is checked in full
 }
 
 // NewVerifier returns a Verifier for keys, indexed by KeyID. A token whose
@@ -149,6 +152,8 @@ func NewVerifier(keys []crypto.PublicKey, issuer, audience string, skew time.Dur
 		sigLens:  make(map[string]map[int]bool),
 		issuer:   issuer,
 		audience: audience,
+		skew:     skew,
+		now:      now,
 	}
 	for _, k := range keys {
 		if s, ok := k.(crypto.Signer); ok {
@@ -205,13 +210,53 @@ type tokenHeader struct {
 	Kid string
 }
 
-// Verify checks a token and returns its claims. Every failure wraps
-// upload.ErrUnauthorized with a short reason. Structurally malformed tokens
-// are refused before any cryptography.
+// CacheVerified makes v remember up to size tokens that passed the full
+// check, so that a client's next upload with the same token skips the
+// signature (see verifiedCache). Call it before v is in use.
+func (v *Verifier) CacheVerified(size int) *Verifier {
+	if size > 0 {
+		v.cache = newVerifiedCache(size)
+	}
+	return v
+}
+
+// CacheStats reports the verified-token cache's hits, misses and entries;
+// all zero without a cache.
+func (v *Verifier) CacheStats() (hits, misses uint64, entries int) {
+	if v.cache == nil {
+		return 0, 0, 0
+	}
+	return v.cache.hits.Load(), v.cache.misses.Load(), v.cache.len()
+}
+
+// Verify checks a token and returns its claims, which the caller must not
+// modify (with a cache they are shared between uploads). Every failure
+// wraps upload.ErrUnauthorized with a short reason. Structurally malformed
+// tokens are refused before any cryptography.
 func (v *Verifier) Verify(token string) (*Claims, error) {
 	if v.issuer == "" || v.audience == "" || len(v.byKID) == 0 {
 		return nil, unauthorized("no verification keys configured")
 	}
+	if v.cache == nil {
+		return v.verify(token)
+	}
+	now := v.now()
+	if c, ok := v.cache.get(token, now); ok {
+		return c, nil
+	}
+	c, err := v.verify(token)
+	if err != nil {
+		return nil, err
+	}
+	e := verifiedToken{claims: c, notBefore: now.Add(-v.skew), notAfter: c.ExpiresAt.Add(v.skew)}
+	if c.NotBefore != nil {
+		e.notBefore = c.NotBefore.Add(-v.skew)
+	}
+	v.cache.put(token, e, now)
+	return c, nil
+}
+
+func (v *Verifier) verify(token string) (*Claims, error) {
 	hdr, err := v.precheck(token)
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/telemeter/telemeter/internal/auth"
 	"github.com/telemeter/telemeter/internal/upload"
 )
 
@@ -51,4 +52,22 @@ func (m *metrics) observeUpload(err error, d time.Duration) {
 func (m *metrics) observeStatus(code int, d time.Duration) {
 	m.uploads.WithLabelValues(strconv.Itoa(code)).Inc()
 	m.uploadDuration.Observe(d.Seconds())
+}
+
+// watchTokenCache exports the verified-token cache's counters (see
+// --token-cache-size) as read at scrape time.
+func (m *metrics) watchTokenCache(reg prometheus.Registerer, v *auth.Verifier) {
+	f := promauto.With(reg)
+	f.NewCounterFunc(prometheus.CounterOpts{
+		Name: "telemeter_server_token_cache_hits_total",
+		Help: "Upload tokens accepted from the verified-token cache, without a signature check.",
+	}, func() float64 { h, _, _ := v.CacheStats(); return float64(h) })
+	f.NewCounterFunc(prometheus.CounterOpts{
+		Name: "telemeter_server_token_cache_misses_total",
+		Help: "Upload tokens not in the verified-token cache, checked in full.",
+	}, func() float64 { _, mi, _ := v.CacheStats(); return float64(mi) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "telemeter_server_token_cache_entries",
+		Help: "Verified upload tokens remembered.",
+	}, func() float64 { _, _, n := v.CacheStats(); return float64(n) })
 }

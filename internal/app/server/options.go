@@ -53,6 +53,7 @@ type Options struct {
 	MaxConnections   int     // per listener; 0: three quarters of the open-file limit
 	MemoryHighWater  float64 // shed load above this share of the memory limit
 	WriterWindow     time.Duration
+	TokenCacheSize   int // verified upload tokens remembered; 0 checks every signature
 
 	FederateKeepTimestamps bool
 	DisableFederate        bool
@@ -101,6 +102,7 @@ func DefaultOptions() Options {
 		MinBodyRate:       1024,
 		MemoryHighWater:   0.8,
 		WriterWindow:      time.Hour,
+		TokenCacheSize:    100000,
 
 		ForwardTenantHeader: "THANOS-TENANT",
 		ReceiveRateLimit:    time.Second,

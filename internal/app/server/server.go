@@ -145,7 +145,8 @@ func newServer(o Options, logger *slog.Logger, reg *prometheus.Registry) (*serve
 	if s.issuer, err = auth.NewIssuer(key, tokenIssuer, tokenAudience, o.TokenExpire, nil); err != nil {
 		return nil, err
 	}
-	s.verifier = auth.NewVerifier(pubs, tokenIssuer, tokenAudience, tokenSkew, nil)
+	s.verifier = auth.NewVerifier(pubs, tokenIssuer, tokenAudience, tokenSkew, nil).CacheVerified(o.TokenCacheSize)
+	s.metrics.watchTokenCache(reg, s.verifier)
 	s.key, s.pubs = key, pubs
 
 	// Validation.

@@ -252,7 +252,9 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 
 // decodeProto reads length-delimited MetricFamily messages. A message's
 // length is checked against what remains of the decoded budget before its
-// buffer is allocated; the buffer is reused between messages.
+// buffer is allocated; the buffer is reused between messages. Messages of
+// the common shape take the hand decoder (fastproto.go), the rest
+// proto.Unmarshal.
 func decodeProto(r io.Reader, l Limits) ([]*dto.MetricFamily, error) {
 	br := bufio.NewReaderSize(r, 32<<10)
 	var (
@@ -288,9 +290,12 @@ func decodeProto(r io.Reader, l Limits) ([]*dto.MetricFamily, error) {
 		if labels > l.LabelsPerSeries {
 			return nil, Errorf(ErrTooLarge, "metric family %d: %d labels exceed %d per series", len(families), labels, l.LabelsPerSeries)
 		}
-		mf := &dto.MetricFamily{}
-		if err := proto.Unmarshal(buf, mf); err != nil {
-			return nil, Errorf(ErrInvalid, "unmarshal metric family %d: %v", len(families), err)
+		mf, ok := unmarshalFamilyFast(buf)
+		if !ok {
+			mf = &dto.MetricFamily{}
+			if err := proto.Unmarshal(buf, mf); err != nil {
+				return nil, Errorf(ErrInvalid, "unmarshal metric family %d: %v", len(families), err)
+			}
 		}
 		series += seriesOf(mf)
 		if series > l.Series {

@@ -138,7 +138,6 @@ func encodeSnapshot(dst, raw []byte, clusterID string, received time.Time, famil
 	var (
 		newest int64
 		hasTS  bool
-		opts   = proto.MarshalOptions{}
 	)
 	for _, mf := range fams {
 		for _, metric := range mf.Metric {
@@ -156,7 +155,7 @@ func encodeSnapshot(dst, raw []byte, clusterID string, received time.Time, famil
 				newest, hasTS = ts, true
 			}
 		}
-		raw, err = opts.MarshalAppend(raw[:0], &dto.MetricFamily{Metric: mf.Metric})
+		raw, err = upload.AppendMetrics(raw[:0], mf.Metric)
 		if err != nil {
 			return dst[:base], raw, Meta{}, upload.Errorf(upload.ErrInvalid, "encode metric %s: %v", mf.GetName(), err)
 		}

@@ -13,19 +13,25 @@ import (
 )
 
 // Encode writes families as length-delimited protobuf, the v1 upload body.
-// Each message is sized once (the marshaller reuses the cached size) and
-// marshalled into one reused buffer.
+// Each message is written into one reused buffer, by the hand encoder where
+// it can (fastproto.go), else by proto.Marshal, and then its length prefix.
 func Encode(w io.Writer, families []*dto.MetricFamily) error {
-	opts := proto.MarshalOptions{UseCachedSize: true}
-	var buf []byte
+	var (
+		msg    []byte
+		prefix [binary.MaxVarintLen64]byte
+	)
 	for _, mf := range families {
-		size := proto.Size(mf)
-		buf = binary.AppendUvarint(buf[:0], uint64(size))
-		var err error
-		if buf, err = opts.MarshalAppend(buf, mf); err != nil {
+		var ok bool
+		if msg, ok = appendFamilyFast(msg[:0], mf); !ok {
+			var err error
+			if msg, err = (proto.MarshalOptions{}).MarshalAppend(msg[:0], mf); err != nil {
+				return err
+			}
+		}
+		if _, err := w.Write(binary.AppendUvarint(prefix[:0], uint64(len(msg)))); err != nil {
 			return err
 		}
-		if _, err := w.Write(buf); err != nil {
+		if _, err := w.Write(msg); err != nil {
 			return err
 		}
 	}

@@ -5,6 +5,8 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // A hand decoder for the MetricFamily messages real clients send: counters,
@@ -317,4 +319,135 @@ func (f *familyFill) labelPair(lp *dto.LabelPair, b []byte, base int) {
 		}
 		b = b[n:]
 	}
+}
+
+// appendFamilyFast appends mf as protobuf, exactly as proto.Marshal writes
+// it, when mf holds only what the hand decoder decodes; otherwise it returns
+// dst unchanged and false. It computes each metric's size by hand instead of
+// through the generated code's reflective sizer.
+func appendFamilyFast(dst []byte, mf *dto.MetricFamily) ([]byte, bool) {
+	if !plainMessage(mf) {
+		return dst, false
+	}
+	for _, m := range mf.Metric {
+		if m == nil || m.Summary != nil || m.Histogram != nil || !plainMessage(m) ||
+			(m.Counter != nil && (m.Counter.Exemplar != nil || m.Counter.CreatedTimestamp != nil || !plainMessage(m.Counter))) ||
+			(m.Gauge != nil && !plainMessage(m.Gauge)) || (m.Untyped != nil && !plainMessage(m.Untyped)) {
+			return dst, false
+		}
+		for _, lp := range m.Label {
+			if lp == nil || !plainMessage(lp) {
+				return dst, false
+			}
+		}
+	}
+	if mf.Name != nil {
+		dst = protowire.AppendString(protowire.AppendTag(dst, 1, protowire.BytesType), *mf.Name)
+	}
+	if mf.Help != nil {
+		dst = protowire.AppendString(protowire.AppendTag(dst, 2, protowire.BytesType), *mf.Help)
+	}
+	if mf.Type != nil {
+		dst = protowire.AppendVarint(protowire.AppendTag(dst, 3, protowire.VarintType), uint64(int64(*mf.Type)))
+	}
+	for _, m := range mf.Metric {
+		dst = protowire.AppendTag(dst, 4, protowire.BytesType)
+		dst = protowire.AppendVarint(dst, uint64(metricSize(m)))
+		dst = appendMetric(dst, m)
+	}
+	if mf.Unit != nil {
+		dst = protowire.AppendString(protowire.AppendTag(dst, 5, protowire.BytesType), *mf.Unit)
+	}
+	return dst, true
+}
+
+// plainMessage reports whether m carries no unknown fields, which the hand
+// encoder would not write.
+func plainMessage(m interface{ ProtoReflect() protoreflect.Message }) bool {
+	return len(m.ProtoReflect().GetUnknown()) == 0
+}
+
+// The sizes of what appendMetric writes; every field number is below 16,
+// so each tag is one byte.
+func labelPairSize(lp *dto.LabelPair) int {
+	n := 0
+	if lp.Name != nil {
+		n += 1 + protowire.SizeBytes(len(*lp.Name))
+	}
+	if lp.Value != nil {
+		n += 1 + protowire.SizeBytes(len(*lp.Value))
+	}
+	return n
+}
+
+func valueSize(v *float64) int {
+	if v == nil {
+		return 0
+	}
+	return 1 + 8
+}
+
+func metricSize(m *dto.Metric) int {
+	n := 0
+	for _, lp := range m.Label {
+		n += 1 + protowire.SizeBytes(labelPairSize(lp))
+	}
+	if m.Gauge != nil {
+		n += 1 + protowire.SizeBytes(valueSize(m.Gauge.Value))
+	}
+	if m.Counter != nil {
+		n += 1 + protowire.SizeBytes(valueSize(m.Counter.Value))
+	}
+	if m.Untyped != nil {
+		n += 1 + protowire.SizeBytes(valueSize(m.Untyped.Value))
+	}
+	if m.TimestampMs != nil {
+		n += 1 + protowire.SizeVarint(uint64(*m.TimestampMs))
+	}
+	return n
+}
+
+// appendMetric writes the fields in field-number order, as proto.Marshal does.
+func appendMetric(dst []byte, m *dto.Metric) []byte {
+	for _, lp := range m.Label {
+		dst = protowire.AppendTag(dst, 1, protowire.BytesType)
+		dst = protowire.AppendVarint(dst, uint64(labelPairSize(lp)))
+		if lp.Name != nil {
+			dst = protowire.AppendString(protowire.AppendTag(dst, 1, protowire.BytesType), *lp.Name)
+		}
+		if lp.Value != nil {
+			dst = protowire.AppendString(protowire.AppendTag(dst, 2, protowire.BytesType), *lp.Value)
+		}
+	}
+	appendValue := func(dst []byte, num protowire.Number, v *float64) []byte {
+		dst = protowire.AppendTag(dst, num, protowire.BytesType)
+		dst = protowire.AppendVarint(dst, uint64(valueSize(v)))
+		if v != nil {
+			dst = protowire.AppendFixed64(protowire.AppendTag(dst, 1, protowire.Fixed64Type), math.Float64bits(*v))
+		}
+		return dst
+	}
+	if m.Gauge != nil {
+		dst = appendValue(dst, 2, m.Gauge.Value)
+	}
+	if m.Counter != nil {
+		dst = appendValue(dst, 3, m.Counter.Value)
+	}
+	if m.Untyped != nil {
+		dst = appendValue(dst, 5, m.Untyped.Value)
+	}
+	if m.TimestampMs != nil {
+		dst = protowire.AppendVarint(protowire.AppendTag(dst, 6, protowire.VarintType), uint64(*m.TimestampMs))
+	}
+	return dst
+}
+
+// AppendMetrics appends metrics as the protobuf of a MetricFamily holding
+// only them (the store's block format), as proto.Marshal writes it.
+func AppendMetrics(dst []byte, metrics []*dto.Metric) ([]byte, error) {
+	mf := &dto.MetricFamily{Metric: metrics}
+	if out, ok := appendFamilyFast(dst, mf); ok {
+		return out, nil
+	}
+	return proto.MarshalOptions{}.MarshalAppend(dst, mf)
 }

@@ -32,6 +32,13 @@ func sameAsProto(tb testing.TB, b []byte) bool {
 	if !bytes.Equal(got, want) {
 		tb.Fatalf("fast path and proto.Unmarshal differ on %x:\nfast:  %v\nproto: %v", b, fast, ref)
 	}
+	// What the hand decoder takes, the hand encoder writes as proto.Marshal does.
+	marshaled, err := proto.Marshal(ref)
+	require.NoError(tb, err)
+	appended, ok := appendFamilyFast([]byte("prefix"), fast)
+	if !ok || !bytes.Equal(appended[len("prefix"):], marshaled) || string(appended[:len("prefix")]) != "prefix" {
+		tb.Fatalf("hand encoder (ok %v) and proto.Marshal differ on %v:\nhand:  %x\nproto: %x", ok, ref, appended, marshaled)
+	}
 	return true
 }
 
@@ -99,6 +106,27 @@ func TestFastFamilyCases(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			require.Equal(t, tc.fast, sameAsProto(t, tc.b))
 		})
+	}
+}
+
+func TestAppendFamilyFastRefuses(t *testing.T) {
+	withUnknown := &dto.MetricFamily{}
+	require.NoError(t, proto.Unmarshal(wire(nil).str(1, "a").varint(9, 1), withUnknown))
+	labelUnknown := &dto.LabelPair{}
+	require.NoError(t, proto.Unmarshal(wire(nil).str(1, "a").varint(7, 1), labelUnknown))
+	one := proto.Float64(1)
+	for name, mf := range map[string]*dto.MetricFamily{
+		"unknown family field": withUnknown,
+		"unknown label field":  {Metric: []*dto.Metric{{Label: []*dto.LabelPair{labelUnknown}}}},
+		"summary":              {Metric: []*dto.Metric{{Summary: &dto.Summary{}}}},
+		"histogram":            {Metric: []*dto.Metric{{Histogram: &dto.Histogram{}}}},
+		"exemplar":             {Metric: []*dto.Metric{{Counter: &dto.Counter{Value: one, Exemplar: &dto.Exemplar{}}}}},
+		"nil metric":           {Metric: []*dto.Metric{nil}},
+		"nil label pair":       {Metric: []*dto.Metric{{Label: []*dto.LabelPair{nil}}}},
+	} {
+		out, ok := appendFamilyFast([]byte("x"), mf)
+		require.False(t, ok, name)
+		require.Equal(t, "x", string(out), name)
 	}
 }
 

@@ -22,7 +22,7 @@ demo: build ## Run the demo: source Prometheus -> client -> server cluster -> ce
 	./scripts/demo.sh
 
 .PHONY: test
-test: deps vet test-unit test-e2e test-integration ## Run the whole test suite (installs Prometheus when missing).
+test: deps vet test-unit test-fuzz test-e2e test-integration bench-smoke ## Run the whole test suite (installs Prometheus when missing).
 
 .PHONY: deps
 deps: ## Install what the tests need (Prometheus) when it is missing.
@@ -43,6 +43,11 @@ test-integration: build ## Self-contained integration check: prints "tests: ok" 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each (default 30s).
 	./scripts/fuzz.sh $(FUZZTIME)
+
+CI_FUZZTIME ?= 20s
+.PHONY: test-fuzz
+test-fuzz: ## Every fuzz target with the fuzzing engine for CI_FUZZTIME each (default 20s; part of make test).
+	./scripts/fuzz.sh $(CI_FUZZTIME)
 
 .PHONY: vet
 vet: ## gofmt and go vet (the fast part of lint; part of make test).

@@ -3,7 +3,8 @@
 //
 // It owns the snapshot file format (docs/storage-format.md), the directory
 // layout under the storage directory, durable writes (temp file, fsync,
-// rename, fsync of the directory) and recovery at start-up, which moves
+// rename — on Linux an exchange that keeps the old inode as the next temp
+// file —, fsync of the directory) and recovery at start-up, which moves
 // corrupt files into a quarantine directory instead of failing.
 //
 // The index holds metadata only; series stay compressed on disk and are read

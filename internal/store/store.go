@@ -388,7 +388,8 @@ func (s *Store) write(data []byte, m Meta, start time.Time) (Meta, error) {
 
 	fl := &s.fileLocks[p.stripe]
 	fl.Lock()
-	if err := os.Rename(p.temp, p.file); err != nil {
+	exchanged, err := replaceFile(p.temp, p.file)
+	if err != nil {
 		fl.Unlock()
 		_ = f.Close()
 		_ = os.Remove(p.temp)
@@ -412,6 +413,14 @@ func (s *Store) write(data []byte, m Meta, start time.Time) (Meta, error) {
 	s.index[m.ClusterID] = e
 	s.mu.Unlock()
 	fl.Unlock()
+	if exchanged {
+		// The previous snapshot is at the temp path now, and nothing reads
+		// it: the index and every descriptor moved on under the file lock.
+		// Emptied, it takes no disk; recovery removes it like any temp file.
+		if err := os.Truncate(p.temp, 0); err != nil {
+			s.logger.Debug("cannot empty the previous snapshot", "file", p.temp, "err", err)
+		}
+	}
 	prev := old.meta
 	if had {
 		s.metrics.series.Add(float64(m.Series - prev.Series))
@@ -541,6 +550,7 @@ func (s *Store) remove(clusterID string, p paths) error {
 	if err := os.Remove(p.file); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("delete snapshot: %w: %w", err, upload.ErrUnavailable)
 	}
+	_ = os.Remove(p.temp) // the emptied inode a write keeps for the next one
 	s.mu.Lock()
 	e, ok := s.index[clusterID]
 	delete(s.index, clusterID)

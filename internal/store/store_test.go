@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"hash/crc32"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -243,10 +244,60 @@ func TestLeftoverTempFile(t *testing.T) {
 	requireFamiliesEqual(t, sorted(old), got)
 	require.Equal(t, 0.0, testutil.ToFloat64(r.metrics.quarantined))
 
-	// The next write reuses the temp path.
+	// The next write reuses the temp path; what it leaves there is empty.
 	_, err = r.Put("c1", t0.Add(time.Minute), mixed(t0.Add(time.Minute).UnixMilli()))
 	require.NoError(t, err)
+	requireEmptyOrAbsent(t, p.temp)
+}
+
+// A write swaps the new file in and keeps the previous inode, emptied, as
+// the next write's temp file (Linux); readers and restarts never see it,
+// and Delete removes it with the snapshot.
+func TestReplaceKeepsOnlyTheNewest(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := openStore(t, dir, Options{})
+	p := s.pathsOf("c1")
+	var last []*dto.MetricFamily
+	for i := range 4 {
+		at := t0.Add(time.Duration(i) * time.Minute)
+		last = mixed(at.UnixMilli())
+		m, err := s.Put("c1", at, last)
+		require.NoError(t, err)
+		requireEmptyOrAbsent(t, p.temp)
+		fi, err := os.Stat(p.file)
+		require.NoError(t, err)
+		require.Equal(t, m.Bytes, fi.Size())
+		got, _, err := s.Families("c1")
+		require.NoError(t, err)
+		requireFamiliesEqual(t, sorted(last), got)
+	}
+	if runtime.GOOS == "linux" {
+		require.FileExists(t, p.temp, "the exchange keeps the old inode for the next write")
+	}
+
+	r, _ := openStore(t, dir, Options{})
 	require.NoFileExists(t, p.temp)
+	got, _, err := r.Families("c1")
+	require.NoError(t, err)
+	requireFamiliesEqual(t, sorted(last), got)
+
+	_, err = r.Put("c1", t0.Add(time.Hour), mixed(t0.Add(time.Hour).UnixMilli()))
+	require.NoError(t, err)
+	_, err = r.Put("c1", t0.Add(2*time.Hour), mixed(t0.Add(2*time.Hour).UnixMilli()))
+	require.NoError(t, err)
+	require.NoError(t, r.Delete("c1"))
+	require.NoFileExists(t, p.file)
+	require.NoFileExists(t, p.temp)
+}
+
+func requireEmptyOrAbsent(t *testing.T, path string) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	require.NoError(t, err)
+	require.Zero(t, fi.Size(), "%s holds data", path)
 }
 
 func TestMisplacedFileIsQuarantined(t *testing.T) {

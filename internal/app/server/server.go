@@ -36,6 +36,10 @@ import (
 	"github.com/telemeter/telemeter/internal/web"
 )
 
+// uploadHeapFactor is the peak heap of an upload in flight per byte of its
+// compressed body, rounded up from W3's 187–215×.
+const uploadHeapFactor = 256
+
 const (
 	tokenIssuer   = "telemeter"
 	tokenAudience = "telemeter-upload"
@@ -190,13 +194,16 @@ func newServer(o Options, logger *slog.Logger, reg *prometheus.Registry) (*serve
 		logger.Info("shedding load near the memory limit", "limit_bytes", limit, "source", source, "high_water", o.MemoryHighWater)
 	}
 	s.pressure = admission.NewPressure(limit, o.MemoryHighWater, nil, reg)
-	// Bytes in flight, on the wire. Decoding expands them many times over
-	// (a snappy body up to ~21×, decoded objects more), so under a memory
-	// limit the budget is held to a 64th of it: bodies past that wait
-	// for a quiet moment instead of growing the heap into an OOM kill.
+	// Bytes in flight, on the wire. An upload's peak heap is about 200
+	// times its compressed body (W3 in docs/benchmarks.md: snappy expands
+	// it up to ~21×, and every series becomes decoded objects), so under a
+	// memory limit the budget lets the uploads in flight reach half the
+	// limit at most: bodies past that wait for a quiet moment instead of
+	// growing the heap into an OOM kill. A body larger than a quarter of
+	// the budget still passes alone (admission.Budget).
 	budget := max(o.MaxInflightBytes, 4*o.Limits.CompressedBytes)
 	if limit > 0 {
-		budget = min(budget, limit/64)
+		budget = min(budget, limit/2/uploadHeapFactor)
 	}
 	s.budget = admission.NewBudget(budget, reg)
 	s.writers = admission.NewWriters(o.WriterWindow, 1_000_000, reg, logger.With("component", "admission"))

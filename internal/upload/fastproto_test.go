@@ -205,3 +205,30 @@ func BenchmarkUnmarshalFamily(b *testing.B) {
 		}
 	})
 }
+
+func BenchmarkAppendFamily(b *testing.B) {
+	fams := loadT232(b)
+	var buf []byte
+	b.Run("fast", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			for _, mf := range fams {
+				var ok bool
+				if buf, ok = appendFamilyFast(buf[:0], mf); !ok {
+					b.Fatal("fell back")
+				}
+			}
+		}
+	})
+	b.Run("proto", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			for _, mf := range fams {
+				var err error
+				if buf, err = (proto.MarshalOptions{}).MarshalAppend(buf[:0], mf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+}

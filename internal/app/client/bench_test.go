@@ -4,10 +4,15 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
@@ -92,17 +97,7 @@ func BenchmarkCycle10k(b *testing.B) {
 	rc := newReceiver(b, "cluster-token")
 	rc.discard = true
 
-	o := DefaultOptions()
-	o.From, o.To, o.ID, o.ToToken = p.srv.URL, rc.srv.URL, "c1", "cluster-token"
-	o.Matchers = []string{`{__name__=~"node_.*"}`, `{__name__="ALERTS",alertstate="firing"}`}
-	o.AnonymizeLabels = []string{"instance", "pod"}
-	o.AnonymizeSalt = "benchmark-salt"
-	o.ElideLabels = []string{"prometheus_replica"}
-	o.Labels = []string{"region=eu"}
-	o.LimitBytes = 64 << 20 // the batch is ~8,500 series; measure, do not drop
-	o.Logger = slog.New(slog.DiscardHandler)
-	c, err := newClient(&o, o.Logger, prometheus.NewRegistry())
-	require.NoError(b, err)
+	c := newCycleClient(b, p.srv.URL, rc.srv.URL)
 	require.NoError(b, c.cycle(b.Context())) // authorize, warm connections
 
 	b.ReportAllocs()
@@ -119,17 +114,69 @@ func BenchmarkCycle10k(b *testing.B) {
 	// and the in-process source and sink. Wall time (ns/op) on a shared
 	// machine waits for other tenants; this does not.
 	b.ReportMetric(float64(processCPU()-cpu0)/float64(n)/1e6, "cpu-ms/op")
-	b.ReportMetric(float64(peakRSS())/(1<<20), "peak-rss-MiB")
-	batch := *c.lastBatch.Load()
-	series := 0
-	for _, mf := range batch {
-		series += len(mf.Metric)
-	}
-	if series != 8500 {
-		b.Fatalf("pushed %d series, want 8500", series)
+	b.ReportMetric(float64(peakRSS())/(1<<20), "process-peak-rss-MiB")
+	// The client's own peak RSS: the same cycles in a process of its own,
+	// without the source's fixtures and the sink.
+	child := exec.CommandContext(b.Context(), os.Args[0], "-test.run=^TestCycleChild$", "-test.count=1")
+	child.Env = append(os.Environ(), envCycleChild+"="+p.srv.URL+" "+rc.srv.URL)
+	out, err := child.CombinedOutput()
+	require.NoError(b, err, "child cycle: %s", out)
+	_, hwm, ok := strings.Cut(string(out), "cycles: 3, VmHWM: ")
+	require.True(b, ok, "the child ran its cycles: %s", out)
+	kib, err := strconv.ParseInt(strings.Fields(hwm)[0], 10, 64)
+	require.NoError(b, err, "child output: %s", out)
+	b.ReportMetric(float64(kib)/(1<<10), "client-peak-rss-MiB")
+	if series := testutil.ToFloat64(c.metrics.samples); series != 8500 {
+		b.Fatalf("pushed %v series, want 8500", series)
 	}
 	rc.mu.Lock()
 	b.ReportMetric(float64(rc.bytes), "body-bytes")
 	rc.mu.Unlock()
 	b.ReportMetric(float64(body.Len()), "source-bytes")
+}
+
+// envCycleChild, set to "<source URL> <receiver URL>", makes TestCycleChild
+// run three client cycles against them: BenchmarkCycle10k's child process.
+const envCycleChild = "TELEMETER_CYCLE_CHILD"
+
+func TestCycleChild(t *testing.T) {
+	spec := os.Getenv(envCycleChild)
+	if spec == "" {
+		t.Skip("runs only as BenchmarkCycle10k's child process")
+	}
+	from, to, ok := strings.Cut(spec, " ")
+	require.True(t, ok, "%s=%q", envCycleChild, spec)
+	c := newCycleClient(t, from, to)
+	for range 3 {
+		require.NoError(t, c.cycle(t.Context()))
+	}
+	// VmHWM, not getrusage: Linux carries the parent's maximum RSS over
+	// fork and exec into the child's ru_maxrss.
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			fmt.Printf("cycles: 3, VmHWM: %s\n", strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		}
+	}
+}
+
+// newCycleClient is W6's client: the allowlist keeps 8,500 of the 10,000
+// series, ALERTS renamed, instance and pod anonymized, one label elided and
+// one added.
+func newCycleClient(tb testing.TB, from, to string) *client {
+	o := DefaultOptions()
+	o.From, o.To, o.ID, o.ToToken = from, to, "c1", "cluster-token"
+	o.Matchers = []string{`{__name__=~"node_.*"}`, `{__name__="ALERTS",alertstate="firing"}`}
+	o.AnonymizeLabels = []string{"instance", "pod"}
+	o.AnonymizeSalt = "benchmark-salt"
+	o.ElideLabels = []string{"prometheus_replica"}
+	o.Labels = []string{"region=eu"}
+	o.LimitBytes = 64 << 20 // the batch is ~8,500 series; measure, do not drop
+	o.Logger = slog.New(slog.DiscardHandler)
+	c, err := newClient(&o, o.Logger, prometheus.NewRegistry())
+	require.NoError(tb, err)
+	return c
 }

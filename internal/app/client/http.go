@@ -1,13 +1,16 @@
 package client
 
 import (
+	"bytes"
 	"fmt"
+	"math"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/expfmt"
 
+	"github.com/telemeter/telemeter/internal/upload"
 	"github.com/telemeter/telemeter/internal/web"
 )
 
@@ -33,12 +36,21 @@ func (c *client) federate(w http.ResponseWriter, r *http.Request) {
 	}
 	format := expfmt.NegotiateAccept(r.Header, expfmt.NewFormat(expfmt.TypeProtoDelim), expfmt.NewFormat(expfmt.TypeTextPlain))
 	w.Header().Set("Content-Type", string(format))
-	batch := c.lastBatch.Load()
-	if batch == nil || r.Method == http.MethodHead {
+	body := c.lastBatch.Load()
+	if body == nil || r.Method == http.MethodHead {
+		return
+	}
+	batch, err := upload.Decode(bytes.NewReader(*body), upload.MediaTypeProtoDelim, upload.EncodingSnappy, upload.Limits{
+		CompressedBytes: int64(len(*body)), DecodedBytes: math.MaxInt32, Families: math.MaxInt32, Series: math.MaxInt32,
+		LabelsPerSeries: math.MaxInt32, NameLength: math.MaxInt32, ValueLength: math.MaxInt32,
+	})
+	if err != nil { // what we encoded ourselves: a bug
+		c.logger.Error("decode the last batch", "err", err)
+		http.Error(w, "cannot decode the last batch", http.StatusInternalServerError)
 		return
 	}
 	enc := expfmt.NewEncoder(w, format)
-	for _, mf := range *batch {
+	for _, mf := range batch {
 		if err := enc.Encode(mf); err != nil {
 			c.logger.Debug("write federate answer", "err", err)
 			return

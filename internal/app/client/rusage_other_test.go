@@ -2,7 +2,9 @@
 
 package client
 
-import "time"
+import (
+	"time"
+)
 
 func processCPU() time.Duration { return 0 }
 func peakRSS() int64            { return 0 }

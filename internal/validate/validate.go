@@ -109,9 +109,18 @@ func (v *Validator) Validate(clusterID string, identity map[string]string, famil
 	}
 
 	families = mergeByName(families)
+	// A name shared by families of different types (which the store
+	// refuses) needs duplicates found across families, with a map of keys;
+	// otherwise sorting each family finds them next to each other.
+	var seen map[string]struct{}
+	for i := 1; i < len(families); i++ {
+		if families[i].GetName() == families[i-1].GetName() {
+			seen = make(map[string]struct{})
+			break
+		}
+	}
 	var (
 		res      Result
-		seen     = make(map[string]struct{})
 		drops    = map[string]int{}
 		keyBuf   []byte
 		matchBuf = map[string]string{}
@@ -164,17 +173,33 @@ func (v *Validator) Validate(clusterID string, identity map[string]string, famil
 					return Result{}, upload.Errorf(upload.ErrInvalid, "series of %s lacks required label %s", mf.GetName(), name)
 				}
 			}
-			// 5. Unique series.
+			// 5. Unique series (below, or here across families).
 			sortLabels(m)
-			keyBuf = seriesKey(keyBuf[:0], mf.GetName(), m)
-			if _, dup := seen[string(keyBuf)]; dup {
-				drops[reasonDuplicate]++
-				continue
+			if seen != nil {
+				keyBuf = seriesKey(keyBuf[:0], mf.GetName(), m)
+				if _, dup := seen[string(keyBuf)]; dup {
+					drops[reasonDuplicate]++
+					continue
+				}
+				seen[string(keyBuf)] = struct{}{}
 			}
-			seen[string(keyBuf)] = struct{}{}
 			kept = append(kept, m)
 		}
 		clear(mf.Metric[len(kept):])
+		// Sorted by labels, stably: of equal series the first sent stays.
+		slices.SortStableFunc(kept, compareMetrics)
+		if seen == nil {
+			unique := kept[:0]
+			for i, m := range kept {
+				if i > 0 && compareMetrics(kept[i-1], m) == 0 {
+					drops[reasonDuplicate]++
+					continue
+				}
+				unique = append(unique, m)
+			}
+			clear(kept[len(unique):])
+			kept = unique
+		}
 		mf.Metric = kept
 		res.Series += len(kept)
 		if v.o.MaxSeries > 0 && res.Series > v.o.MaxSeries {
@@ -185,9 +210,6 @@ func (v *Validator) Validate(clusterID string, identity map[string]string, famil
 		v.dropped.WithLabelValues(reason).Add(float64(n))
 	}
 	res.Families = slices.DeleteFunc(families, func(mf *dto.MetricFamily) bool { return len(mf.Metric) == 0 })
-	for _, mf := range res.Families {
-		slices.SortFunc(mf.Metric, compareMetrics)
-	}
 	return res, nil
 }
 

@@ -186,3 +186,23 @@ func TestMergesRepeatedFamilies(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// Duplicates anywhere in an upload: the first sent stays, the rest are
+// dropped and counted; within one family by sorting, across two families
+// of one name (different types) by their keys.
+func TestDuplicatesFirstWins(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	v := New(Options{}, reg)
+	in := parse(t, "up{a=\"2\"} 20\nup{a=\"1\"} 10\nup{a=\"2\"} 21\nup{a=\"3\"} 30\nup{a=\"1\"} 11\nup{a=\"2\"} 22\n")
+	res, err := v.Validate("c1", nil, in)
+	require.NoError(t, err)
+	require.Equal(t, "# TYPE up untyped\nup{_id=\"c1\",a=\"1\"} 10\nup{_id=\"c1\",a=\"2\"} 20\nup{_id=\"c1\",a=\"3\"} 30\n", render(t, res.Families))
+	require.Equal(t, 3.0, testutil.ToFloat64(v.dropped.WithLabelValues(reasonDuplicate)))
+
+	gauge := parse(t, "# TYPE up gauge\nup{a=\"1\"} 1\n")
+	counter := parse(t, "# TYPE up counter\nup{a=\"1\"} 2\nup{a=\"2\"} 3\n")
+	res, err = v.Validate("c1", nil, append(gauge, counter...))
+	require.NoError(t, err)
+	require.Equal(t, 2, res.Series)
+	require.Equal(t, 4.0, testutil.ToFloat64(v.dropped.WithLabelValues(reasonDuplicate)))
+}

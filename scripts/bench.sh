@@ -39,8 +39,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 	if [ "$(id -u)" = 0 ] && have apt-get; then
 		echo "bench: installing ${missing[*]} (Debian packages)" >&2
 		export DEBIAN_FRONTEND=noninteractive
-		apt-get update -qq >/dev/null
-		apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+		if ! { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; then
+			echo "bench: could not install ${missing[*]}: the peers' figures will be reported as not measured" >&2
+		fi
 		# The packages may start daemons on the default ports; the benchmark
 		# runs its own instances on free ports, so they are only stopped if
 		# systemd started them.

@@ -171,7 +171,7 @@ func abDialSlow(t *testing.T, addr, kind string, n int, msg func(i int) (prefix,
 			_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			if _, err := c.Write(prefix); err != nil {
 				errs.Add(1)
-				c.Close()
+				_ = c.Close()
 				return
 			}
 			out[i] = sc
@@ -181,7 +181,7 @@ func abDialSlow(t *testing.T, addr, kind string, n int, msg func(i int) (prefix,
 	require.Zero(t, errs.Load(), "%d of %d %s connections could not be opened", errs.Load(), n, kind)
 	t.Cleanup(func() {
 		for _, sc := range out {
-			sc.c.Close()
+			_ = sc.c.Close()
 		}
 	})
 	return out

@@ -42,6 +42,7 @@ const (
 // Snapshot metric fields used while scanning blocks.
 const (
 	familyMetricField protowire.Number = 4 // MetricFamily.metric
+	metricLabel       protowire.Number = 1 // Metric.label
 	metricTimestamp   protowire.Number = 6 // Metric.timestamp_ms
 )
 
@@ -398,6 +399,64 @@ func scanBlock(b []byte) (series int, newest int64, hasTS bool, err error) {
 		}
 	}
 	return series, newest, hasTS, nil
+}
+
+// everySeriesCarries reports whether every metric entry of a decoded block
+// has the label name=value. The block passed scanBlock.
+func everySeriesCarries(b []byte, name, value string) bool {
+	for len(b) > 0 {
+		_, _, n := protowire.ConsumeTag(b)
+		msg, m := protowire.ConsumeBytes(b[n:])
+		b = b[n+m:]
+		found := false
+		for len(msg) > 0 && !found {
+			num, typ, n := protowire.ConsumeTag(msg)
+			if n < 0 {
+				return false
+			}
+			msg = msg[n:]
+			if num != metricLabel || typ != protowire.BytesType {
+				if n = protowire.ConsumeFieldValue(num, typ, msg); n < 0 {
+					return false
+				}
+				msg = msg[n:]
+				continue
+			}
+			pair, n := protowire.ConsumeBytes(msg)
+			if n < 0 {
+				return false
+			}
+			msg = msg[n:]
+			var ln, lv []byte
+			for len(pair) > 0 {
+				pnum, ptyp, pn := protowire.ConsumeTag(pair)
+				if pn < 0 || ptyp != protowire.BytesType {
+					return false
+				}
+				v, vn := protowire.ConsumeBytes(pair[pn:])
+				if vn < 0 {
+					return false
+				}
+				pair = pair[pn+vn:]
+				switch pnum {
+				case 1:
+					ln = v
+				case 2:
+					lv = v
+				}
+			}
+			if string(ln) == name {
+				if string(lv) != value {
+					return false
+				}
+				found = true
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
 
 // verifySnapshot parses a file and also decompresses and scans every block:

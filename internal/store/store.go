@@ -53,6 +53,10 @@ type Options struct {
 	// NoSync skips fsync. Only for tests and benchmarks: a crash can then
 	// lose acknowledged writes.
 	NoSync bool
+	// IdentityLabel, when set, is the label every series of a snapshot
+	// received from a peer (PutRaw) must carry with the snapshot's cluster
+	// ID as its value (the server's --partition-label).
+	IdentityLabel string
 	// MaxOpenFiles is how many snapshot files stay open so that reads cost
 	// one pread instead of open, pread and close. Zero means half the
 	// process's file descriptor limit; a negative value keeps none open.
@@ -109,13 +113,14 @@ type hooks struct {
 // concurrent use: reads run in parallel, writes to one cluster are
 // serialized, and the index has one owner, its mutex.
 type Store struct {
-	dir     string
-	ttl     time.Duration
-	now     func() time.Time
-	noSync  bool
-	logger  *slog.Logger
-	metrics *metrics
-	hooks   hooks
+	dir           string
+	ttl           time.Duration
+	now           func() time.Time
+	noSync        bool
+	identityLabel string
+	logger        *slog.Logger
+	metrics       *metrics
+	hooks         hooks
 
 	// putLocks serialize writers of a cluster for a whole write; fileLocks
 	// keep a cluster's file from being replaced while a reader uses offsets
@@ -143,15 +148,16 @@ func Open(dir string, o Options, logger *slog.Logger, reg prometheus.Registerer)
 		o.Now = time.Now
 	}
 	s := &Store{
-		dir:     dir,
-		ttl:     o.TTL,
-		now:     o.Now,
-		noSync:  o.NoSync,
-		logger:  logger.With("component", "store"),
-		metrics: newMetrics(reg),
-		hooks:   hooks{syncFile: (*os.File).Sync, syncDir: syncDir},
-		index:   make(map[string]entry),
-		maxOpen: o.MaxOpenFiles,
+		dir:           dir,
+		ttl:           o.TTL,
+		now:           o.Now,
+		noSync:        o.NoSync,
+		identityLabel: o.IdentityLabel,
+		logger:        logger.With("component", "store"),
+		metrics:       newMetrics(reg),
+		hooks:         hooks{syncFile: (*os.File).Sync, syncDir: syncDir},
+		index:         make(map[string]entry),
+		maxOpen:       o.MaxOpenFiles,
 	}
 	if s.maxOpen == 0 {
 		s.maxOpen = fileLimit() / 2
@@ -366,6 +372,20 @@ func (s *Store) PutRaw(raw []byte) (Meta, error) {
 	if err != nil {
 		s.metrics.writes.WithLabelValues(resultInvalid).Inc()
 		return Meta{}, fmt.Errorf("verify snapshot: %w", err)
+	}
+	if s.identityLabel != "" {
+		// A peer's snapshot of cluster A holds A's series only: never
+		// another cluster's, which this node would then export as well.
+		for _, f := range m.Families {
+			if scratch, err = decodeBlock(scratch[:0], blockOf(raw, f), f); err != nil {
+				return Meta{}, fmt.Errorf("verify snapshot: %w", err)
+			}
+			if !everySeriesCarries(scratch, s.identityLabel, m.ClusterID) {
+				s.metrics.writes.WithLabelValues(resultInvalid).Inc()
+				return Meta{}, fmt.Errorf("verify snapshot: a series of %s lacks %s=%q: %w", f.Name, s.identityLabel, m.ClusterID, ErrCorrupt)
+			}
+		}
+		*sb = scratch[:0]
 	}
 	return s.write(raw, m, start)
 }

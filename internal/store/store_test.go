@@ -571,3 +571,37 @@ func TestConcurrentUse(t *testing.T) {
 	}
 	require.Equal(t, 5, s.Len())
 }
+
+// With IdentityLabel, a peer's snapshot of cluster c1 is taken only if every
+// one of its series says _id="c1": never one holding another cluster's, or
+// unlabelled, series.
+func TestPutRawChecksIdentity(t *testing.T) {
+	dst, _ := openStore(t, t.TempDir(), Options{IdentityLabel: "_id"})
+	for _, tc := range []struct {
+		name     string
+		families []*dto.MetricFamily
+		ok       bool
+	}{
+		{"every series carries its cluster", withID(t232(t), "c1"), true},
+		{"one series of another cluster", append(withID(t232(t), "c1"), withID(mixed(t0.UnixMilli()), "c2")[0]), false},
+		{"one series without the label", append(withID(t232(t), "c1"), mixed(t0.UnixMilli())[1]), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src, _ := openStore(t, t.TempDir(), Options{})
+			_, err := src.Put("c1", t0, tc.families)
+			require.NoError(t, err)
+			raw, _, err := src.ReadRaw("c1")
+			require.NoError(t, err)
+			require.NoError(t, dst.Delete("c1"))
+			_, err = dst.PutRaw(raw)
+			if tc.ok {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, ErrCorrupt)
+			require.Equal(t, 400, upload.StatusCode(err))
+			_, found := dst.Get("c1")
+			require.False(t, found)
+		})
+	}
+}

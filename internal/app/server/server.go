@@ -208,7 +208,7 @@ func newServer(o Options, logger *slog.Logger, reg *prometheus.Registry) (*serve
 	s.budget = admission.NewBudget(budget, reg)
 	s.writers = admission.NewWriters(o.WriterWindow, 1_000_000, reg, logger.With("component", "admission"))
 
-	st, err := store.Open(filepath.Join(o.StorageDir, "snapshots"), store.Options{TTL: o.TTL}, logger.With("component", "store"), reg)
+	st, err := store.Open(filepath.Join(o.StorageDir, "snapshots"), store.Options{TTL: o.TTL, IdentityLabel: o.PartitionLabel}, logger.With("component", "store"), reg)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}

@@ -36,6 +36,10 @@ import (
 	"github.com/telemeter/telemeter/internal/web"
 )
 
+// peerTokenCacheSize bounds the verified peer tokens remembered: each node
+// holds one at a time (renewed at half its life), so a few per peer.
+const peerTokenCacheSize = 1024
+
 // uploadHeapFactor is the peak heap of an upload in flight per byte of its
 // compressed body, rounded up from W3's 187–215×.
 const uploadHeapFactor = 256
@@ -549,7 +553,7 @@ func (s *server) joinCluster(extAddr string, tls bool) (*cluster.Peer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.placement = newPlacement(s, peer, peerIssuer, auth.NewVerifier(s.pubs, tokenIssuer, peerAudience, tokenSkew, nil))
+	s.placement = newPlacement(s, peer, peerIssuer, auth.NewVerifier(s.pubs, tokenIssuer, peerAudience, tokenSkew, nil).CacheVerified(peerTokenCacheSize))
 	return peer, nil
 }
 

@@ -462,8 +462,9 @@ func everySeriesCarries(b []byte, name, value string) bool {
 // verifySnapshot parses a file and also decompresses and scans every block:
 // series counts and the data time must match what the header and the table
 // claim. It is what untrusted bytes from a peer go through. scratch is reused
-// for the decoded blocks, one at a time.
-func verifySnapshot(data, scratch []byte) (Meta, []byte, error) {
+// for the decoded blocks, one at a time. A non-empty identityLabel must be
+// on every series, with the snapshot's cluster ID as its value.
+func verifySnapshot(data, scratch []byte, identityLabel string) (Meta, []byte, error) {
 	m, err := parseSnapshot(data)
 	if err != nil {
 		return Meta{}, scratch, err
@@ -483,6 +484,9 @@ func verifySnapshot(data, scratch []byte) (Meta, []byte, error) {
 		}
 		if series != f.Series {
 			return Meta{}, scratch, corruptf("family %s: %d series, table says %d", f.Name, series, f.Series)
+		}
+		if identityLabel != "" && !everySeriesCarries(scratch, identityLabel, m.ClusterID) {
+			return Meta{}, scratch, corruptf("family %s: a series lacks %s=%q", f.Name, identityLabel, m.ClusterID)
 		}
 		if ok && (!hasTS || ts > newest) {
 			newest, hasTS = ts, true

@@ -39,7 +39,7 @@ func TestFormatExample(t *testing.T) {
 	})
 	require.Equal(t, hex.Dump(want), hex.Dump(got))
 	require.Equal(t, int64(len(want)), m.Bytes)
-	_, _, err = verifySnapshot(got, nil)
+	_, _, err = verifySnapshot(got, nil, "")
 	require.NoError(t, err)
 }
 

@@ -40,7 +40,7 @@ func checkSnapshotBytes(t *testing.T, data []byte, measure bool) {
 	if measure {
 		before = allocatedBytes()
 	}
-	m, _, err := verifySnapshot(data, nil)
+	m, _, err := verifySnapshot(data, nil, "")
 	if measure {
 		// The counter is process-wide, so the limit leaves room for others.
 		if n, limit := allocatedBytes()-before, uint64(32*len(data)+1<<20); n > limit {
@@ -106,7 +106,7 @@ func fuzzSeeds(t *testing.T) map[string][]byte {
 	valid := func(name string, id string, fams []*dto.MetricFamily) []byte {
 		b, _, _, err := encodeSnapshot(nil, nil, id, t0, fams)
 		require.NoError(t, err)
-		_, _, err = verifySnapshot(b, nil)
+		_, _, err = verifySnapshot(b, nil, "")
 		require.NoError(t, err)
 		seeds[name] = b
 		return b

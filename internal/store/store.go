@@ -367,25 +367,14 @@ func (s *Store) PutRaw(raw []byte) (Meta, error) {
 	start := time.Now()
 	sb := s.getBuf()
 	defer s.putBuf(sb)
-	m, scratch, err := verifySnapshot(raw, (*sb)[:0])
+	// With an identity label, a peer's snapshot of cluster A holds A's
+	// series only: never another cluster's, which this node would then
+	// export as well.
+	m, scratch, err := verifySnapshot(raw, (*sb)[:0], s.identityLabel)
 	*sb = scratch[:0]
 	if err != nil {
 		s.metrics.writes.WithLabelValues(resultInvalid).Inc()
 		return Meta{}, fmt.Errorf("verify snapshot: %w", err)
-	}
-	if s.identityLabel != "" {
-		// A peer's snapshot of cluster A holds A's series only: never
-		// another cluster's, which this node would then export as well.
-		for _, f := range m.Families {
-			if scratch, err = decodeBlock(scratch[:0], blockOf(raw, f), f); err != nil {
-				return Meta{}, fmt.Errorf("verify snapshot: %w", err)
-			}
-			if !everySeriesCarries(scratch, s.identityLabel, m.ClusterID) {
-				s.metrics.writes.WithLabelValues(resultInvalid).Inc()
-				return Meta{}, fmt.Errorf("verify snapshot: a series of %s lacks %s=%q: %w", f.Name, s.identityLabel, m.ClusterID, ErrCorrupt)
-			}
-		}
-		*sb = scratch[:0]
 	}
 	return s.write(raw, m, start)
 }

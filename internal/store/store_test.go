@@ -502,7 +502,7 @@ func TestHugeClaimsAreRefusedBeforeAllocating(t *testing.T) {
 			fixCRC(bad)
 			var before, after runtime.MemStats
 			runtime.ReadMemStats(&before)
-			_, _, err := verifySnapshot(bad, nil)
+			_, _, err := verifySnapshot(bad, nil, "")
 			runtime.ReadMemStats(&after)
 			require.ErrorIs(t, err, ErrCorrupt)
 			require.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(64<<10))

@@ -41,7 +41,7 @@ import (
 const peerTokenCacheSize = 1024
 
 // uploadHeapFactor is the peak heap of an upload in flight per byte of its
-// compressed body, rounded up from W3's 187–215×.
+// compressed body, rounded up from W3's 180–238× (docs/benchmarks.md).
 const uploadHeapFactor = 256
 
 const (

@@ -104,9 +104,53 @@ func prepareFamilies(families []*dto.MetricFamily) ([]*dto.MetricFamily, error) 
 	return merged, nil
 }
 
+// part is one family of a snapshot being encoded: metrics to encode, or a
+// family already encoded.
+type part struct {
+	name, help string
+	hasHelp    bool
+	typ        dto.MetricType
+	metrics    []*dto.Metric
+	enc        *upload.EncodedFamily
+}
+
+// partsOf merges families (prepared) and encoded, both sorted by name, into
+// one list sorted by name. A name in both is refused: the caller merges
+// families that share a name before encoding them.
+func partsOf(families []*dto.MetricFamily, encoded []upload.EncodedFamily) ([]part, error) {
+	parts := make([]part, 0, len(families)+len(encoded))
+	i := 0
+	for j := range encoded {
+		e := &encoded[j]
+		if j > 0 && encoded[j-1].Name >= e.Name {
+			return nil, upload.Errorf(upload.ErrInvalid, "encoded families out of order at %s", e.Name)
+		}
+		for ; i < len(families) && families[i].GetName() < e.Name; i++ {
+			parts = append(parts, familyPart(families[i]))
+		}
+		if i < len(families) && families[i].GetName() == e.Name {
+			return nil, upload.Errorf(upload.ErrInvalid, "metric %s given twice", e.Name)
+		}
+		if e.Series == 0 {
+			continue
+		}
+		parts = append(parts, part{name: e.Name, help: e.Help, hasHelp: e.HasHelp, typ: e.Type, enc: e})
+	}
+	for ; i < len(families); i++ {
+		parts = append(parts, familyPart(families[i]))
+	}
+	return parts, nil
+}
+
+func familyPart(mf *dto.MetricFamily) part {
+	return part{name: mf.GetName(), help: mf.GetHelp(), hasHelp: mf.Help != nil, typ: mf.GetType(), metrics: mf.Metric}
+}
+
 // encodeSnapshot appends the file for one snapshot to dst and returns it with
-// the snapshot's Meta. raw is scratch space for protobuf encoding.
-func encodeSnapshot(dst, raw []byte, clusterID string, received time.Time, families []*dto.MetricFamily) (file, scratch []byte, m Meta, err error) {
+// the snapshot's Meta. raw is scratch space for protobuf encoding. Families
+// already encoded (sorted by name, none sharing a name with families) are
+// written as they are.
+func encodeSnapshot(dst, raw []byte, clusterID string, received time.Time, families []*dto.MetricFamily, encoded []upload.EncodedFamily) (file, scratch []byte, m Meta, err error) {
 	if clusterID == "" || len(clusterID) > maxIDLength {
 		return dst, raw, Meta{}, upload.Errorf(upload.ErrInvalid, "cluster id of %d bytes", len(clusterID))
 	}
@@ -114,18 +158,22 @@ func encodeSnapshot(dst, raw []byte, clusterID string, received time.Time, famil
 	if err != nil {
 		return dst, raw, Meta{}, err
 	}
+	parts, err := partsOf(fams, encoded)
+	if err != nil {
+		return dst, raw, Meta{}, err
+	}
 	tableEnd := headerSize + len(clusterID)
-	for _, mf := range fams {
-		if len(mf.GetName()) == 0 || len(mf.GetName()) > maxNameLength {
-			return dst, raw, Meta{}, upload.Errorf(upload.ErrInvalid, "metric name of %d bytes", len(mf.GetName()))
+	for _, p := range parts {
+		if len(p.name) == 0 || len(p.name) > maxNameLength {
+			return dst, raw, Meta{}, upload.Errorf(upload.ErrInvalid, "metric name of %d bytes", len(p.name))
 		}
-		if int64(len(mf.GetHelp())) > math.MaxUint32 {
-			return dst, raw, Meta{}, upload.Errorf(upload.ErrInvalid, "metric %s: help of %d bytes", mf.GetName(), len(mf.GetHelp()))
+		if int64(len(p.help)) > math.MaxUint32 {
+			return dst, raw, Meta{}, upload.Errorf(upload.ErrInvalid, "metric %s: help of %d bytes", p.name, len(p.help))
 		}
-		if _, ok := dto.MetricType_name[int32(mf.GetType())]; !ok {
-			return dst, raw, Meta{}, upload.Errorf(upload.ErrInvalid, "metric %s: unknown type %d", mf.GetName(), mf.GetType())
+		if _, ok := dto.MetricType_name[int32(p.typ)]; !ok {
+			return dst, raw, Meta{}, upload.Errorf(upload.ErrInvalid, "metric %s: unknown type %d", p.name, p.typ)
 		}
-		tableEnd += entrySize + len(mf.GetName()) + len(mf.GetHelp())
+		tableEnd += entrySize + len(p.name) + len(p.help)
 	}
 
 	base := len(dst)
@@ -134,51 +182,70 @@ func encodeSnapshot(dst, raw []byte, clusterID string, received time.Time, famil
 	m = Meta{
 		ClusterID: intern(clusterID),
 		Received:  timeFromNanos(received.UnixNano()),
-		Families:  make([]FamilyMeta, 0, len(fams)),
+		Families:  make([]FamilyMeta, 0, len(parts)),
 	}
 	var (
 		newest int64
 		hasTS  bool
 	)
-	for _, mf := range fams {
-		for _, metric := range mf.Metric {
-			if metric == nil {
-				return dst[:base], raw, Meta{}, upload.Errorf(upload.ErrInvalid, "metric %s: nil series", mf.GetName())
-			}
-			if metric.TimestampMs == nil {
-				continue
-			}
-			ts := metric.GetTimestampMs()
-			if !nanosFitMillis(ts) {
-				return dst[:base], raw, Meta{}, upload.Errorf(upload.ErrInvalid, "metric %s: timestamp %d out of range", mf.GetName(), ts)
-			}
-			if !hasTS || ts > newest {
-				newest, hasTS = ts, true
-			}
+	observe := func(name string, ts int64) error {
+		if !nanosFitMillis(ts) {
+			return upload.Errorf(upload.ErrInvalid, "metric %s: timestamp %d out of range", name, ts)
 		}
-		raw, err = upload.AppendMetrics(raw[:0], mf.Metric)
-		if err != nil {
-			return dst[:base], raw, Meta{}, upload.Errorf(upload.ErrInvalid, "encode metric %s: %v", mf.GetName(), err)
+		if !hasTS || ts > newest {
+			newest, hasTS = ts, true
 		}
-		if len(raw) > maxBlockLength {
-			return dst[:base], raw, Meta{}, upload.Errorf(upload.ErrTooLarge, "metric %s: %d encoded bytes", mf.GetName(), len(raw))
+		return nil
+	}
+	for _, p := range parts {
+		var (
+			block  []byte
+			series int
+		)
+		if e := p.enc; e != nil {
+			if e.HasTimestamp {
+				if err := observe(p.name, e.Newest); err != nil {
+					return dst[:base], raw, Meta{}, err
+				}
+			}
+			block, series = e.Metrics, e.Series
+		} else {
+			for _, metric := range p.metrics {
+				if metric == nil {
+					return dst[:base], raw, Meta{}, upload.Errorf(upload.ErrInvalid, "metric %s: nil series", p.name)
+				}
+				if metric.TimestampMs == nil {
+					continue
+				}
+				if err := observe(p.name, metric.GetTimestampMs()); err != nil {
+					return dst[:base], raw, Meta{}, err
+				}
+			}
+			raw, err = upload.AppendMetrics(raw[:0], p.metrics)
+			if err != nil {
+				return dst[:base], raw, Meta{}, upload.Errorf(upload.ErrInvalid, "encode metric %s: %v", p.name, err)
+			}
+			block, series = raw, len(p.metrics)
+		}
+		if len(block) > maxBlockLength {
+			return dst[:base], raw, Meta{}, upload.Errorf(upload.ErrTooLarge, "metric %s: %d encoded bytes", p.name, len(block))
 		}
 		start := len(dst)
-		dst = slices.Grow(dst, s2.MaxEncodedLen(len(raw)))
-		block := s2.EncodeSnappy(dst[start:cap(dst)], raw)
-		dst = dst[:start+len(block)]
+		dst = slices.Grow(dst, s2.MaxEncodedLen(len(block)))
+		compressed := s2.EncodeSnappy(dst[start:cap(dst)], block)
+		dst = dst[:start+len(compressed)]
 		m.Families = append(m.Families, FamilyMeta{
-			Name:    intern(mf.GetName()),
-			Help:    intern(mf.GetHelp()),
-			Type:    mf.GetType(),
+			Name:    intern(p.name),
+			Help:    intern(p.help),
+			Type:    p.typ,
 			Offset:  int64(start - base),
-			Length:  int64(len(block)),
-			Series:  len(mf.Metric),
-			hasHelp: mf.Help != nil,
-			decoded: uint32(len(raw)),
-			crc:     crc32.Checksum(block, castagnoli),
+			Length:  int64(len(compressed)),
+			Series:  series,
+			hasHelp: p.hasHelp,
+			decoded: uint32(len(block)),
+			crc:     crc32.Checksum(compressed, castagnoli),
 		})
-		m.Series += len(mf.Metric)
+		m.Series += series
 	}
 	if m.Series > math.MaxUint32 || len(m.Families) > math.MaxUint32 {
 		return dst[:base], raw, Meta{}, upload.Errorf(upload.ErrTooLarge, "%d series in %d families", m.Series, len(m.Families))
@@ -199,7 +266,7 @@ func encodeSnapshot(dst, raw []byte, clusterID string, received time.Time, famil
 	binary.LittleEndian.PutUint32(h[24:28], uint32(m.Series))
 	binary.LittleEndian.PutUint32(h[28:32], uint32(len(m.Families)))
 	p := headerSize + copy(h[headerSize:], clusterID)
-	for i, f := range m.Families {
+	for _, f := range m.Families {
 		e := h[p : p+entrySize]
 		e[0] = byte(f.Type)
 		e[1] = 0
@@ -214,8 +281,8 @@ func encodeSnapshot(dst, raw []byte, clusterID string, received time.Time, famil
 		binary.LittleEndian.PutUint32(e[24:28], f.decoded)
 		binary.LittleEndian.PutUint32(e[28:32], f.crc)
 		p += entrySize
-		p += copy(h[p:], fams[i].GetName())
-		p += copy(h[p:], fams[i].GetHelp())
+		p += copy(h[p:], f.Name)
+		p += copy(h[p:], f.Help)
 	}
 	dst = binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[base:], castagnoli))
 	m.Bytes = int64(len(dst) - base)

@@ -20,7 +20,7 @@ func TestFormatExample(t *testing.T) {
 		Name: proto.String("up"), Type: dto.MetricType_GAUGE.Enum(),
 		Metric: []*dto.Metric{{Gauge: &dto.Gauge{Value: proto.Float64(1)}}},
 	}}
-	got, _, m, err := encodeSnapshot(nil, nil, "c", time.Unix(1, 0), fams)
+	got, _, m, err := encodeSnapshot(nil, nil, "c", time.Unix(1, 0), fams, nil)
 	require.NoError(t, err)
 
 	doc := strings.Join([]string{

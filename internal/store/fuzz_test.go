@@ -66,7 +66,7 @@ func checkSnapshotBytes(t *testing.T, data []byte, measure bool) {
 		return
 	}
 	require.Len(t, fams, len(m.Families))
-	out, _, m2, err := encodeSnapshot(nil, nil, m.ClusterID, m.Received, fams)
+	out, _, m2, err := encodeSnapshot(nil, nil, m.ClusterID, m.Received, fams, nil)
 	require.NoError(t, err)
 	require.Equal(t, m.Series, m2.Series)
 	require.True(t, m.DataTime.Equal(m2.DataTime))
@@ -104,7 +104,7 @@ func TestFuzzSeeds(t *testing.T) {
 func fuzzSeeds(t *testing.T) map[string][]byte {
 	seeds := map[string][]byte{}
 	valid := func(name string, id string, fams []*dto.MetricFamily) []byte {
-		b, _, _, err := encodeSnapshot(nil, nil, id, t0, fams)
+		b, _, _, err := encodeSnapshot(nil, nil, id, t0, fams, nil)
 		require.NoError(t, err)
 		_, _, err = verifySnapshot(b, nil, "")
 		require.NoError(t, err)

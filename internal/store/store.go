@@ -346,11 +346,18 @@ func (s *Store) putBuf(b *[]byte) {
 // an error wrapping upload.ErrUnavailable and leaves the previous snapshot in
 // place and readable. Put does not modify families.
 func (s *Store) Put(clusterID string, received time.Time, families []*dto.MetricFamily) (Meta, error) {
+	return s.PutEncoded(clusterID, received, nil, families)
+}
+
+// PutEncoded is Put for a snapshot some of whose families are already
+// encoded (see upload.EncodedFamily): sorted by name, and none sharing a name
+// with families. Neither is modified or retained.
+func (s *Store) PutEncoded(clusterID string, received time.Time, encoded []upload.EncodedFamily, families []*dto.MetricFamily) (Meta, error) {
 	start := time.Now()
 	fb, rb := s.getBuf(), s.getBuf()
 	defer s.putBuf(fb)
 	defer s.putBuf(rb)
-	data, raw, m, err := encodeSnapshot((*fb)[:0], (*rb)[:0], clusterID, received, families)
+	data, raw, m, err := encodeSnapshot((*fb)[:0], (*rb)[:0], clusterID, received, families, encoded)
 	*fb, *rb = data[:0], raw[:0]
 	if err != nil {
 		s.metrics.writes.WithLabelValues(resultInvalid).Inc()

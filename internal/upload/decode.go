@@ -45,7 +45,8 @@ func DefaultLimits() Limits {
 	}
 }
 
-func (l Limits) withDefaults() Limits {
+// WithDefaults returns l with every zero field set to its default.
+func (l Limits) WithDefaults() Limits {
 	d := DefaultLimits()
 	if l.CompressedBytes <= 0 {
 		l.CompressedBytes = d.CompressedBytes
@@ -82,7 +83,20 @@ const maxSnappyChunk = 65536
 // request's headers; an empty contentType means delimited protobuf, as the
 // v1 client sends. The body is read up to the limits and no further.
 func Decode(body io.Reader, contentType, contentEncoding string, l Limits) ([]*dto.MetricFamily, error) {
-	l = l.withDefaults()
+	return DecodeTaking(body, contentType, contentEncoding, l, nil)
+}
+
+// A Taker is offered every message of a protobuf body, in order, once the
+// body's limits on families, series and labels per series hold for it, and
+// reports whether it took the message; a message taken is not decoded. msg is
+// reused once the call returns.
+type Taker func(msg []byte) bool
+
+// DecodeTaking is Decode with take offered every message of a protobuf body;
+// it returns the families of the messages take did not take, in body order.
+// A text body is decoded whole. take may be nil.
+func DecodeTaking(body io.Reader, contentType, contentEncoding string, l Limits, take Taker) ([]*dto.MetricFamily, error) {
+	l = l.WithDefaults()
 	text, err := isText(contentType)
 	if err != nil {
 		return nil, err
@@ -94,7 +108,7 @@ func Decode(body io.Reader, contentType, contentEncoding string, l Limits) ([]*d
 	if text {
 		return decodeText(r, l)
 	}
-	return decodeProto(r, l)
+	return decodeProto(r, l, take)
 }
 
 func isText(contentType string) (bool, error) {
@@ -131,7 +145,7 @@ func isText(contentType string) (bool, error) {
 // a single snappy block (as remote write sends) are both accepted. A block's
 // declared length is checked against the limit before anything is allocated.
 func Decompress(body io.Reader, contentEncoding string, l Limits) (io.Reader, error) {
-	l = l.withDefaults()
+	l = l.WithDefaults()
 	compressed := &limitedReader{r: bodyReader{body}, n: l.CompressedBytes, what: "body"}
 	switch strings.ToLower(strings.TrimSpace(contentEncoding)) {
 	case "", "identity":
@@ -255,12 +269,13 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 // buffer is allocated; the buffer is reused between messages. Messages of
 // the common shape take the hand decoder (fastproto.go), the rest
 // proto.Unmarshal.
-func decodeProto(r io.Reader, l Limits) ([]*dto.MetricFamily, error) {
+func decodeProto(r io.Reader, l Limits, take Taker) ([]*dto.MetricFamily, error) {
 	br := bufio.NewReaderSize(r, 32<<10)
 	var (
 		families []*dto.MetricFamily
 		buf      []byte
 		series   int
+		messages int
 	)
 	for {
 		size, err := binary.ReadUvarint(br)
@@ -276,7 +291,7 @@ func decodeProto(r io.Reader, l Limits) ([]*dto.MetricFamily, error) {
 		if dr, ok := r.(*decodedReader); ok && int64(size) > dr.left()+int64(br.Buffered()) {
 			return nil, Errorf(ErrTooLarge, "message of %d bytes is more than the rest of the body can hold within the limits", size)
 		}
-		if len(families) >= l.Families {
+		if messages >= l.Families {
 			return nil, Errorf(ErrTooLarge, "more than %d metric families", l.Families)
 		}
 		buf, err = readMessage(br, buf, int(size))
@@ -288,13 +303,18 @@ func decodeProto(r io.Reader, l Limits) ([]*dto.MetricFamily, error) {
 			return nil, Errorf(ErrTooLarge, "more than %d series", l.Series)
 		}
 		if labels > l.LabelsPerSeries {
-			return nil, Errorf(ErrTooLarge, "metric family %d: %d labels exceed %d per series", len(families), labels, l.LabelsPerSeries)
+			return nil, Errorf(ErrTooLarge, "metric family %d: %d labels exceed %d per series", messages, labels, l.LabelsPerSeries)
+		}
+		messages++
+		if take != nil && take(buf) {
+			series += scanned
+			continue
 		}
 		mf, ok := unmarshalFamilyFast(buf)
 		if !ok {
 			mf = &dto.MetricFamily{}
 			if err := proto.Unmarshal(buf, mf); err != nil {
-				return nil, Errorf(ErrInvalid, "unmarshal metric family %d: %v", len(families), err)
+				return nil, Errorf(ErrInvalid, "unmarshal metric family %d: %v", messages-1, err)
 			}
 		}
 		series += seriesOf(mf)
@@ -561,7 +581,7 @@ func (g *textGuard) Read(p []byte) (int, error) {
 // every metric's value, legal and unique label names, no reserved labels,
 // valid UTF-8, and the length limits. Exemplar labels follow the same rules.
 func CheckFamily(mf *dto.MetricFamily, l Limits) error {
-	l = l.withDefaults()
+	l = l.WithDefaults()
 	name := mf.GetName()
 	if len(name) > l.NameLength {
 		return Errorf(ErrInvalid, "metric name of %d bytes exceeds %d", len(name), l.NameLength)

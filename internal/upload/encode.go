@@ -57,9 +57,26 @@ func Body(families []*dto.MetricFamily) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// SortFamilies orders families by name, as the text format and the store expect.
+// SortFamilies orders families by name, as the text format and the store
+// expect. Families that share a name keep their order, so that of a series
+// sent twice the first sent is the one kept.
 func SortFamilies(families []*dto.MetricFamily) {
-	slices.SortFunc(families, func(a, b *dto.MetricFamily) int {
+	slices.SortStableFunc(families, func(a, b *dto.MetricFamily) int {
 		return strings.Compare(a.GetName(), b.GetName())
 	})
+}
+
+// EncodedFamily is a family whose metrics are already encoded as the store
+// keeps them: the protobuf of a MetricFamily holding only its metrics, as
+// AppendMetrics writes it, each metric checked and with its labels sorted.
+type EncodedFamily struct {
+	Name, Help string
+	HasHelp    bool // the family had a HELP text, possibly empty
+	Type       dto.MetricType
+	Metrics    []byte
+	Series     int
+	// Newest is the newest sample timestamp in milliseconds, when
+	// HasTimestamp.
+	Newest       int64
+	HasTimestamp bool
 }

@@ -179,6 +179,16 @@ func TestPipelineTokensFile(t *testing.T) {
 	runClientOnce(t, clientArgs(source, server, "cluster-a", "secret-a")...)
 	checkFederated(t, central, "cluster-a")
 
+	// The client sends families as the server would store them (partition
+	// label set, labels and series sorted): the server stores them as they
+	// came, without decoding them.
+	verbatim, err := metricValue(server.InternalURL, "telemeter_server_upload_families_total", "path", "verbatim")
+	require.NoError(t, err)
+	decoded, err := metricValue(server.InternalURL, "telemeter_server_upload_families_total", "path", "decoded")
+	require.NoError(t, err)
+	t.Logf("families stored verbatim: %v, decoded: %v", verbatim, decoded)
+	require.Greater(t, verbatim, decoded, "most of a real client's families take the verbatim path")
+
 	// A wrong cluster token is refused and nothing is stored for it.
 	p := start(t, "client-bad-token", bin("telemeter-client"), append([]string{"--once"}, clientArgs(source, server, "cluster-b", "wrong")...)...)
 	<-p.done

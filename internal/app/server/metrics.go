@@ -16,6 +16,9 @@ type metrics struct {
 	uploads        *prometheus.CounterVec
 	uploadDuration prometheus.Histogram
 	gateRejected   prometheus.Counter
+	// families stored from accepted uploads, by path: taken as sent
+	// (validate.Verbatim) or decoded and rewritten.
+	familiesVerbatim, familiesDecoded prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -35,6 +38,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Requests refused with 503 because too many were in flight.",
 		}),
 	}
+	families := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "telemeter_server_upload_families_total",
+		Help: "Metric families of stored uploads, by path: verbatim (stored as the client encoded them) or decoded (decoded, validated and encoded again).",
+	}, []string{"path"})
+	m.familiesVerbatim = families.WithLabelValues("verbatim")
+	m.familiesDecoded = families.WithLabelValues("decoded")
 	for _, code := range []int{200, 400, 401, 403, 409, 413, 415, 429, 500, 503} {
 		m.uploads.WithLabelValues(strconv.Itoa(code))
 	}

@@ -101,21 +101,27 @@ func (s *server) upload(w http.ResponseWriter, r *http.Request) (*forward.Answer
 		return ans, err
 	}
 
-	families, err := upload.Decode(body, r.Header.Get("Content-Type"), r.Header.Get("Content-Encoding"), s.o.Limits)
+	// Families already in the form validation gives them go to the store
+	// as they came (validate.Verbatim); the rest are decoded and validated.
+	verbatim := s.validator.Verbatim(claims.ClusterID, claims.Labels, s.o.Limits)
+	defer verbatim.Release()
+	families, err := upload.DecodeTaking(body, r.Header.Get("Content-Type"), r.Header.Get("Content-Encoding"), s.o.Limits, verbatim.Take)
 	if err != nil {
 		return nil, err
 	}
 	received := time.Now()
-	result, err := s.validator.Validate(claims.ClusterID, claims.Labels, families)
+	encoded, result, err := verbatim.Finish(families)
 	if err != nil {
 		return nil, err
 	}
-	meta, err := s.store.Put(claims.ClusterID, received, result.Families)
+	meta, err := s.store.PutEncoded(claims.ClusterID, received, encoded, result.Families)
 	if err != nil {
 		return nil, err
 	}
 	res.Commit()
 	committed = true
+	s.metrics.familiesVerbatim.Add(float64(len(encoded)))
+	s.metrics.familiesDecoded.Add(float64(len(result.Families)))
 	s.stored(r.Context(), meta)
 	return nil, nil
 }

@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/klauspost/compress/s2"
@@ -101,10 +102,11 @@ func DecodeTaking(body io.Reader, contentType, contentEncoding string, l Limits,
 	if err != nil {
 		return nil, err
 	}
-	r, err := Decompress(body, contentEncoding, l)
+	r, release, err := decompress(body, contentEncoding, l)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	if text {
 		return decodeText(r, l)
 	}
@@ -145,51 +147,78 @@ func isText(contentType string) (bool, error) {
 // a single snappy block (as remote write sends) are both accepted. A block's
 // declared length is checked against the limit before anything is allocated.
 func Decompress(body io.Reader, contentEncoding string, l Limits) (io.Reader, error) {
+	r, _, err := decompress(body, contentEncoding, l)
+	return r, err
+}
+
+// Buffers reused between bodies: every upload needs the same few, and they
+// were most of the bytes an upload allocated.
+var (
+	snappyReaders = sync.Pool{New: func() any { return s2.NewReader(nil, s2.ReaderMaxBlockSize(maxSnappyChunk)) }}
+	protoReaders  = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, protoReadSize) }}
+	messageBufs   = sync.Pool{New: func() any { return new([]byte) }}
+)
+
+const (
+	protoReadSize = 32 << 10
+	// maxPooledMessage is the largest message buffer kept for reuse.
+	maxPooledMessage = 1 << 20
+)
+
+// decompress is Decompress with a function that returns its buffers for
+// reuse, to be called once the reader is no longer used.
+func decompress(body io.Reader, contentEncoding string, l Limits) (io.Reader, func(), error) {
+	noop := func() {}
 	l = l.WithDefaults()
 	compressed := &limitedReader{r: bodyReader{body}, n: l.CompressedBytes, what: "body"}
 	switch strings.ToLower(strings.TrimSpace(contentEncoding)) {
 	case "", "identity":
 		plain := &limitedReader{r: compressed, n: min(l.DecodedBytes, l.CompressedBytes), what: "body"}
-		return &decodedReader{Reader: plain, left: func() int64 { return plain.n }}, nil
+		return &decodedReader{Reader: plain, left: func() int64 { return plain.n }}, noop, nil
 	case EncodingSnappy:
 	default:
-		return nil, Errorf(ErrUnsupportedMedia, "content encoding %q", contentEncoding)
+		return nil, noop, Errorf(ErrUnsupportedMedia, "content encoding %q", contentEncoding)
 	}
 	br := bufio.NewReaderSize(compressed, len(snappyStreamMagic))
 	head, err := br.Peek(len(snappyStreamMagic))
 	if err != nil && !errors.Is(err, io.EOF) {
-		return nil, err
+		return nil, noop, err
 	}
 	if bytes.Equal(head, snappyStreamMagic) {
-		sr := s2.NewReader(br, s2.ReaderMaxBlockSize(maxSnappyChunk))
+		sr := snappyReaders.Get().(*s2.Reader)
+		sr.Reset(br)
+		release := func() {
+			sr.Reset(nil)
+			snappyReaders.Put(sr)
+		}
 		decoded := &limitedReader{r: &snappyStreamReader{r: sr}, n: l.DecodedBytes, what: "decoded body"}
 		return &decodedReader{Reader: decoded, left: func() int64 {
 			// What the framing reader holds decoded (one chunk at most),
 			// plus what the rest of the body can expand to.
 			pending := int64(maxSnappyChunk + maxSnappyExpansion(br.Buffered()))
 			return min(decoded.n, pending+int64(maxSnappyExpansion(int(max(compressed.n, 0)))))
-		}}, nil
+		}}, release, nil
 	}
 	block, err := io.ReadAll(br)
 	if err != nil {
-		return nil, err
+		return nil, noop, err
 	}
 	n, err := s2.DecodedLen(block)
 	if err != nil {
-		return nil, Errorf(ErrInvalid, "snappy block: %v", err)
+		return nil, noop, Errorf(ErrInvalid, "snappy block: %v", err)
 	}
 	if int64(n) > l.DecodedBytes {
-		return nil, Errorf(ErrTooLarge, "snappy block declares %d decoded bytes, limit is %d", n, l.DecodedBytes)
+		return nil, noop, Errorf(ErrTooLarge, "snappy block declares %d decoded bytes, limit is %d", n, l.DecodedBytes)
 	}
 	if n > maxSnappyExpansion(len(block)) {
-		return nil, Errorf(ErrInvalid, "snappy block of %d bytes declares %d decoded bytes, more than it can hold", len(block), n)
+		return nil, noop, Errorf(ErrInvalid, "snappy block of %d bytes declares %d decoded bytes, more than it can hold", len(block), n)
 	}
 	out, err := s2.Decode(make([]byte, n), block)
 	if err != nil {
-		return nil, Errorf(ErrInvalid, "snappy block: %v", err)
+		return nil, noop, Errorf(ErrInvalid, "snappy block: %v", err)
 	}
 	r := bytes.NewReader(out)
-	return &decodedReader{Reader: r, left: func() int64 { return int64(r.Len()) }}, nil
+	return &decodedReader{Reader: r, left: func() int64 { return int64(r.Len()) }}, noop, nil
 }
 
 // decodedReader is what Decompress returns: the decoded payload, and a bound
@@ -270,13 +299,24 @@ func (l *limitedReader) Read(p []byte) (int, error) {
 // the common shape take the hand decoder (fastproto.go), the rest
 // proto.Unmarshal.
 func decodeProto(r io.Reader, l Limits, take Taker) ([]*dto.MetricFamily, error) {
-	br := bufio.NewReaderSize(r, 32<<10)
+	br := protoReaders.Get().(*bufio.Reader)
+	br.Reset(r)
+	bp := messageBufs.Get().(*[]byte)
 	var (
 		families []*dto.MetricFamily
-		buf      []byte
+		buf      = (*bp)[:0]
 		series   int
 		messages int
 	)
+	// Nothing decoded refers to buf: the decoders copy what they keep.
+	defer func() {
+		br.Reset(nil)
+		protoReaders.Put(br)
+		if cap(buf) <= maxPooledMessage {
+			*bp = buf[:0]
+			messageBufs.Put(bp)
+		}
+	}()
 	for {
 		size, err := binary.ReadUvarint(br)
 		if errors.Is(err, io.EOF) {

@@ -470,6 +470,13 @@ func (t *Verbatim) metric(b []byte, valueTag byte) (pairs []byte, ts int64, hasT
 // consumeMinimal is protowire.ConsumeBytes that refuses a length not written
 // in as few bytes as it could be, which AppendMetrics would not reproduce.
 func consumeMinimal(b []byte) ([]byte, int) {
+	if len(b) > 0 && b[0] < 0x80 { // a one-byte length, minimal by its nature
+		n := 1 + int(b[0])
+		if n > len(b) {
+			return nil, -1
+		}
+		return b[1:n], n
+	}
 	v, n := protowire.ConsumeBytes(b)
 	if n < 0 || n != protowire.SizeBytes(len(v)) {
 		return nil, -1
@@ -500,7 +507,7 @@ func labelPair(b []byte) (name, value []byte, ok bool) {
 // eachPair calls fn for the label pairs of a metric that metric checked.
 func eachPair(pairs []byte, fn func(name, value []byte) bool) {
 	for len(pairs) > 0 {
-		lp, n := protowire.ConsumeBytes(pairs[1:])
+		lp, n := consumeMinimal(pairs[1:])
 		name, value, _ := labelPair(lp)
 		if !fn(name, value) {
 			return
@@ -524,8 +531,12 @@ func lookup(pairs []byte, name string) (value []byte, found bool) {
 // orders their labels.
 func comparePairs(a, b []byte) int {
 	for len(a) > 0 && len(b) > 0 {
-		la, na := protowire.ConsumeBytes(a[1:])
-		lb, nb := protowire.ConsumeBytes(b[1:])
+		la, na := consumeMinimal(a[1:])
+		lb, nb := consumeMinimal(b[1:])
+		if bytes.Equal(la, lb) { // the same pair: series share most labels
+			a, b = a[1+na:], b[1+nb:]
+			continue
+		}
 		an, av, _ := labelPair(la)
 		bn, bv, _ := labelPair(lb)
 		if c := bytes.Compare(an, bn); c != 0 {

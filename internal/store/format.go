@@ -146,6 +146,21 @@ func familyPart(mf *dto.MetricFamily) part {
 	return part{name: mf.GetName(), help: mf.GetHelp(), hasHelp: mf.Help != nil, typ: mf.GetType(), metrics: mf.Metric}
 }
 
+// familyMeta describes the block of part p at offset in the file.
+func familyMeta(p part, offset int, block []byte, decoded, series int) FamilyMeta {
+	return FamilyMeta{
+		Name:    intern(p.name),
+		Help:    intern(p.help),
+		Type:    p.typ,
+		Offset:  int64(offset),
+		Length:  int64(len(block)),
+		Series:  series,
+		hasHelp: p.hasHelp,
+		decoded: uint32(decoded),
+		crc:     crc32.Checksum(block, castagnoli),
+	}
+}
+
 // encodeSnapshot appends the file for one snapshot to dst and returns it with
 // the snapshot's Meta. raw is scratch space for protobuf encoding. Families
 // already encoded (sorted by name, none sharing a name with families) are
@@ -198,54 +213,44 @@ func encodeSnapshot(dst, raw []byte, clusterID string, received time.Time, famil
 		return nil
 	}
 	for _, p := range parts {
-		var (
-			block  []byte
-			series int
-		)
+		start := len(dst)
 		if e := p.enc; e != nil {
 			if e.HasTimestamp {
 				if err := observe(p.name, e.Newest); err != nil {
 					return dst[:base], raw, Meta{}, err
 				}
 			}
-			block, series = e.Metrics, e.Series
-		} else {
-			for _, metric := range p.metrics {
-				if metric == nil {
-					return dst[:base], raw, Meta{}, upload.Errorf(upload.ErrInvalid, "metric %s: nil series", p.name)
-				}
-				if metric.TimestampMs == nil {
-					continue
-				}
-				if err := observe(p.name, metric.GetTimestampMs()); err != nil {
-					return dst[:base], raw, Meta{}, err
-				}
+			if e.Decoded > maxBlockLength || e.Decoded > len(e.Block)*maxRatio {
+				return dst[:base], raw, Meta{}, upload.Errorf(upload.ErrTooLarge, "metric %s: %d encoded bytes", p.name, e.Decoded)
 			}
-			raw, err = upload.AppendMetrics(raw[:0], p.metrics)
-			if err != nil {
-				return dst[:base], raw, Meta{}, upload.Errorf(upload.ErrInvalid, "encode metric %s: %v", p.name, err)
+			dst = append(dst, e.Block...)
+			m.Families = append(m.Families, familyMeta(p, start-base, dst[start:], e.Decoded, e.Series))
+			m.Series += e.Series
+			continue
+		}
+		for _, metric := range p.metrics {
+			if metric == nil {
+				return dst[:base], raw, Meta{}, upload.Errorf(upload.ErrInvalid, "metric %s: nil series", p.name)
 			}
-			block, series = raw, len(p.metrics)
+			if metric.TimestampMs == nil {
+				continue
+			}
+			if err := observe(p.name, metric.GetTimestampMs()); err != nil {
+				return dst[:base], raw, Meta{}, err
+			}
 		}
-		if len(block) > maxBlockLength {
-			return dst[:base], raw, Meta{}, upload.Errorf(upload.ErrTooLarge, "metric %s: %d encoded bytes", p.name, len(block))
+		raw, err = upload.AppendMetrics(raw[:0], p.metrics)
+		if err != nil {
+			return dst[:base], raw, Meta{}, upload.Errorf(upload.ErrInvalid, "encode metric %s: %v", p.name, err)
 		}
-		start := len(dst)
-		dst = slices.Grow(dst, s2.MaxEncodedLen(len(block)))
-		compressed := s2.EncodeSnappy(dst[start:cap(dst)], block)
+		if len(raw) > maxBlockLength {
+			return dst[:base], raw, Meta{}, upload.Errorf(upload.ErrTooLarge, "metric %s: %d encoded bytes", p.name, len(raw))
+		}
+		dst = slices.Grow(dst, s2.MaxEncodedLen(len(raw)))
+		compressed := s2.EncodeSnappy(dst[start:cap(dst)], raw)
 		dst = dst[:start+len(compressed)]
-		m.Families = append(m.Families, FamilyMeta{
-			Name:    intern(p.name),
-			Help:    intern(p.help),
-			Type:    p.typ,
-			Offset:  int64(start - base),
-			Length:  int64(len(compressed)),
-			Series:  series,
-			hasHelp: p.hasHelp,
-			decoded: uint32(len(block)),
-			crc:     crc32.Checksum(compressed, castagnoli),
-		})
-		m.Series += series
+		m.Families = append(m.Families, familyMeta(p, start-base, compressed, len(raw), len(p.metrics)))
+		m.Series += len(p.metrics)
 	}
 	if m.Series > math.MaxUint32 || len(m.Families) > math.MaxUint32 {
 		return dst[:base], raw, Meta{}, upload.Errorf(upload.ErrTooLarge, "%d series in %d families", m.Series, len(m.Families))

@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/telemeter/telemeter/internal/upload"
@@ -212,6 +213,42 @@ func TestVerbatimDeclines(t *testing.T) {
 		body := verbatimBody(t, vfam("a", dto.MetricType_GAUGE, ok("z", "1")), vfam("b", dto.MetricType_GAUGE, ok()), vfam("a", dto.MetricType_GAUGE, ok("z", "0"), ok("z", "1")))
 		require.Zero(t, requireSameSnapshot(t, body, 0), "every family goes back through Validate")
 	})
+}
+
+// TestVerbatimCopiesScatteredMetrics covers a family whose metric fields
+// are not one run of shortest-length fields: the type after the first
+// metric, and a length written in two bytes. It is still taken, its
+// metrics copied into a block of their own.
+func TestVerbatimCopiesScatteredMetrics(t *testing.T) {
+	ts := verbatimNow.UnixMilli() - 1000
+	m1, err := proto.Marshal(vmetric(1, ts, "_id", "c1", "job", "a"))
+	require.NoError(t, err)
+	m2, err := proto.Marshal(vmetric(2, ts, "_id", "c1", "job", "b"))
+	require.NoError(t, err)
+	require.Less(t, len(m1), 128)
+	build := func(parts ...[]byte) []byte {
+		var msg []byte
+		for _, p := range parts {
+			msg = append(msg, p...)
+		}
+		return protowire.AppendBytes(nil, msg)
+	}
+	field := func(tag byte, v []byte) []byte { return protowire.AppendBytes([]byte{tag}, v) }
+	name := field(0x0a, []byte("g"))
+	gauge := []byte{0x18, byte(dto.MetricType_GAUGE)}
+	twoByteLength := append([]byte{0x22, byte(len(m1)) | 0x80, 0x00}, m1...)
+	for _, tc := range []struct {
+		name string
+		body []byte
+	}{
+		{"contiguous", build(name, gauge, field(0x22, m1), field(0x22, m2))},
+		{"type between metrics", build(name, field(0x22, m1), gauge, field(0x22, m2))},
+		{"a length in two bytes", build(name, gauge, twoByteLength, field(0x22, m2))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, 1, requireSameSnapshot(t, tc.body, 0))
+		})
+	}
 }
 
 // emptyValue replaces a gauge's value with an empty counter, or with nothing.

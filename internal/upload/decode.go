@@ -162,7 +162,7 @@ var (
 const (
 	protoReadSize = 32 << 10
 	// maxPooledMessage is the largest message buffer kept for reuse.
-	maxPooledMessage = 1 << 20
+	maxPooledMessage = 8 << 20
 )
 
 // decompress is Decompress with a function that returns its buffers for

@@ -68,12 +68,14 @@ func SortFamilies(families []*dto.MetricFamily) {
 
 // EncodedFamily is a family whose metrics are already encoded as the store
 // keeps them: the protobuf of a MetricFamily holding only its metrics, as
-// AppendMetrics writes it, each metric checked and with its labels sorted.
+// AppendMetrics writes it (each metric checked, its labels sorted), in one
+// snappy block.
 type EncodedFamily struct {
 	Name, Help string
 	HasHelp    bool // the family had a HELP text, possibly empty
 	Type       dto.MetricType
-	Metrics    []byte
+	Block      []byte // s2.EncodeSnappy of the metrics' protobuf
+	Decoded    int    // length of the metrics' protobuf
 	Series     int
 	// Newest is the newest sample timestamp in milliseconds, when
 	// HasTimestamp.

@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 	"unsafe"
 
+	"github.com/klauspost/compress/s2"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -42,9 +43,10 @@ type Verbatim struct {
 	maxTS     int64
 	off       bool
 
-	buf    *[]byte // the taken families' metrics, one after another
-	taken  []takenFamily
-	series int
+	buf     *[]byte // the taken families' blocks, one after another
+	scratch *[]byte // the metrics of the family being checked
+	taken   []takenFamily
+	series  int
 	// order records every message offered: the index of the family taken,
 	// or -1. declined holds the names of the others; unknown is set when a
 	// declined message's name could not be read.
@@ -59,13 +61,14 @@ type takenFamily struct {
 	name, help   string
 	hasHelp      bool
 	typ          dto.MetricType
-	start, end   int // of its metrics in buf
+	start, end   int // of its block in buf
+	decoded      int // length of its metrics' protobuf
 	series       int
 	newest       int64
 	hasTimestamp bool
 }
 
-// verbatimBufs recycles the buffers that hold taken metrics between uploads.
+// verbatimBufs recycles the buffers that hold taken families between uploads.
 var verbatimBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // maxPooledBuf is the largest buffer kept for reuse.
@@ -106,6 +109,7 @@ func (v *Validator) Verbatim(clusterID string, identity map[string]string, l upl
 	if !t.off {
 		t.buf = verbatimBufs.Get().(*[]byte)
 		*t.buf = (*t.buf)[:0]
+		t.scratch = verbatimBufs.Get().(*[]byte)
 	}
 	return t
 }
@@ -143,16 +147,15 @@ func (t *Verbatim) Take(msg []byte) bool {
 	return true
 }
 
-// Release returns the buffer holding the taken metrics; the families Finish
-// returned must not be used after it.
+// Release returns the buffers holding the taken families; the families
+// Finish returned must not be used after it.
 func (t *Verbatim) Release() {
-	if t.buf == nil {
-		return
+	for _, b := range []*[]byte{t.buf, t.scratch} {
+		if b != nil && cap(*b) <= maxPooledBuf {
+			verbatimBufs.Put(b)
+		}
 	}
-	if cap(*t.buf) <= maxPooledBuf {
-		verbatimBufs.Put(t.buf)
-	}
-	t.buf = nil
+	t.buf, t.scratch = nil, nil
 }
 
 // Finish validates families, the ones Take declined in body order, and
@@ -183,8 +186,8 @@ func (t *Verbatim) Finish(families []*dto.MetricFamily) ([]upload.EncodedFamily,
 	for i, f := range t.taken {
 		enc[i] = upload.EncodedFamily{
 			Name: f.name, Help: f.help, HasHelp: f.hasHelp, Type: f.typ,
-			Metrics: (*t.buf)[f.start:f.end],
-			Series:  f.series, Newest: f.newest, HasTimestamp: f.hasTimestamp,
+			Block: (*t.buf)[f.start:f.end], Decoded: f.decoded,
+			Series: f.series, Newest: f.newest, HasTimestamp: f.hasTimestamp,
 		}
 	}
 	res.Series += t.series
@@ -220,8 +223,12 @@ func (t *Verbatim) rebuild(families []*dto.MetricFamily) ([]*dto.MetricFamily, e
 			continue
 		}
 		f := t.taken[i]
+		raw, err := s2.Decode(nil, (*t.buf)[f.start:f.end])
+		if err != nil {
+			return nil, upload.Errorf(upload.ErrInvalid, "decode taken family %s: %v", f.name, err)
+		}
 		mf := &dto.MetricFamily{}
-		if err := proto.Unmarshal((*t.buf)[f.start:f.end], mf); err != nil {
+		if err := proto.Unmarshal(raw, mf); err != nil {
 			return nil, upload.Errorf(upload.ErrInvalid, "decode taken family %s: %v", f.name, err)
 		}
 		name, typ := f.name, f.typ
@@ -357,8 +364,16 @@ func (t *Verbatim) family(b []byte) (takenFamily, bool) {
 	}
 	f.typ = dto.MetricType(typ)
 
-	buf := *t.buf
+	// The block is the metric fields, each with its length in the shortest
+	// form. When the message holds them one after another with such
+	// lengths (the family's own fields first, as encoders write them), it
+	// is a slice of the message; otherwise they are copied.
+	var (
+		from, to   = -1, -1 // the metric fields' span in the message
+		contiguous = true
+	)
 	for b = first; len(b) > 0; {
+		at := len(first) - len(b)
 		tag := b[0]
 		if tag == tagFamilyType {
 			_, n := protowire.ConsumeVarint(b[1:])
@@ -372,24 +387,58 @@ func (t *Verbatim) family(b []byte) (takenFamily, bool) {
 		}
 		pairs, ts, hasTS, ok := t.metric(v, valueTag)
 		if !ok || (prevPair != nil && comparePairs(prevPair, pairs) >= 0) {
-			*t.buf = buf
 			return f, false
 		}
 		if t.v.o.Allow != nil && !t.allowed(name, pairs) {
-			*t.buf = buf
 			return f, false
 		}
 		if hasTS && (!f.hasTimestamp || ts > f.newest) {
 			f.newest, f.hasTimestamp = ts, true
 		}
-		buf = append(buf, tagFamilyMetric)
-		buf = protowire.AppendVarint(buf, uint64(len(v)))
-		buf = append(buf, v...)
+		if from < 0 {
+			from = at
+		}
+		if (to >= 0 && at != to) || n != protowire.SizeBytes(len(v)) {
+			contiguous = false
+		}
+		to = len(first) - len(b)
 		// prevPair points into the message, which outlives this loop.
 		prevPair = pairs
 		f.series++
 	}
-	*t.buf = buf
+	src := first[from:to]
+	if !contiguous {
+		buf := slices.Grow((*t.scratch)[:0], len(first))
+		for b = first; len(b) > 0; {
+			tag := b[0]
+			if tag == tagFamilyType {
+				_, n := protowire.ConsumeVarint(b[1:])
+				b = b[1+n:]
+				continue
+			}
+			v, n := protowire.ConsumeBytes(b[1:])
+			b = b[1+n:]
+			if tag == tagFamilyMetric {
+				buf = protowire.AppendBytes(append(buf, tagFamilyMetric), v)
+			}
+		}
+		*t.scratch = buf[:0]
+		src = buf
+	}
+	// Compressed at once, so that an upload holds its blocks compressed:
+	// into the scratch buffer, which has room for snappy's worst case (or
+	// after the copied metrics in it), then appended to the blocks.
+	f.decoded = len(src)
+	scratch := *t.scratch
+	if !contiguous {
+		scratch = src[len(src):]
+	}
+	scratch = slices.Grow(scratch[:0], s2.MaxEncodedLen(len(src)))
+	block := s2.EncodeSnappy(scratch[:cap(scratch)], src)
+	*t.buf = append(*t.buf, block...)
+	if contiguous {
+		*t.scratch = scratch[:0]
+	}
 	f.name = string(name)
 	if f.hasHelp {
 		f.help = string(help)
@@ -425,7 +474,7 @@ func (t *Verbatim) metric(b []byte, valueTag byte) (pairs []byte, ts int64, hasT
 				return nil, 0, false, false
 			}
 			wanted++
-		case slices.Contains(t.v.o.Elide, string(name)):
+		case t.elided(name):
 			return nil, 0, false, false
 		}
 		prevName = name
@@ -465,6 +514,17 @@ func (t *Verbatim) metric(b []byte, valueTag byte) (pairs []byte, ts int64, hasT
 		b = b[1+n:]
 	}
 	return pairs, ts, hasTS, len(b) == 0
+}
+
+// elided reports whether --elide-label names the label (compared without
+// converting the name to a string).
+func (t *Verbatim) elided(name []byte) bool {
+	for _, e := range t.v.o.Elide {
+		if e == string(name) {
+			return true
+		}
+	}
+	return false
 }
 
 // consumeMinimal is protowire.ConsumeBytes that refuses a length not written

@@ -243,7 +243,7 @@ func encodeSnapshot(dst, raw []byte, clusterID string, received time.Time, famil
 		if err != nil {
 			return dst[:base], raw, Meta{}, upload.Errorf(upload.ErrInvalid, "encode metric %s: %v", p.name, err)
 		}
-		if len(raw) > maxBlockLength {
+		if len(raw) > maxBlockLength || s2.MaxEncodedLen(len(raw)) < 0 {
 			return dst[:base], raw, Meta{}, upload.Errorf(upload.ErrTooLarge, "metric %s: %d encoded bytes", p.name, len(raw))
 		}
 		dst = slices.Grow(dst, s2.MaxEncodedLen(len(raw)))

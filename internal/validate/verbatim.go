@@ -429,11 +429,15 @@ func (t *Verbatim) family(b []byte) (takenFamily, bool) {
 	// into the scratch buffer, which has room for snappy's worst case (or
 	// after the copied metrics in it), then appended to the blocks.
 	f.decoded = len(src)
+	bound := s2.MaxEncodedLen(len(src))
+	if bound < 0 {
+		return f, false // too large for one block: the store refuses it
+	}
 	scratch := *t.scratch
 	if !contiguous {
 		scratch = src[len(src):]
 	}
-	scratch = slices.Grow(scratch[:0], s2.MaxEncodedLen(len(src)))
+	scratch = slices.Grow(scratch[:0], bound)
 	block := s2.EncodeSnappy(scratch[:cap(scratch)], src)
 	*t.buf = append(*t.buf, block...)
 	if contiguous {

@@ -15,7 +15,7 @@ import (
 // document lists.
 var microPackages = []string{
 	"./internal/upload", "./internal/store", "./internal/federate",
-	"./internal/ring", "./internal/limit",
+	"./internal/ring", "./internal/limit", "./internal/validate",
 }
 
 // Packages whose benchmarks rebuild their input outside the timer on every

@@ -3,6 +3,7 @@ package validate
 import (
 	"bytes"
 	"slices"
+	"strings"
 	"sync"
 	"unicode/utf8"
 	"unsafe"
@@ -104,7 +105,7 @@ func (v *Validator) Verbatim(clusterID string, identity map[string]string, l upl
 	for k, val := range v.o.Labels {
 		add(k, val)
 	}
-	slices.SortFunc(t.want, func(a, b labelWant) int { return compareStrings(a.name, b.name) })
+	slices.SortFunc(t.want, func(a, b labelWant) int { return strings.Compare(a.name, b.name) })
 	t.want = slices.CompactFunc(t.want, func(a, b labelWant) bool { return a.name == b.name })
 	if !t.off {
 		t.buf = verbatimBufs.Get().(*[]byte)
@@ -112,16 +113,6 @@ func (v *Validator) Verbatim(clusterID string, identity map[string]string, l upl
 		t.scratch = verbatimBufs.Get().(*[]byte)
 	}
 	return t
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Take reports whether it took the family message msg (see Verbatim). It
@@ -201,7 +192,7 @@ func (t *Verbatim) collides() bool {
 		return true
 	}
 	for _, name := range t.declined {
-		if _, found := slices.BinarySearchFunc(t.taken, name, func(f takenFamily, name string) int { return compareStrings(f.name, name) }); found {
+		if _, found := slices.BinarySearchFunc(t.taken, name, func(f takenFamily, name string) int { return strings.Compare(f.name, name) }); found {
 			return true
 		}
 	}
@@ -374,14 +365,8 @@ func (t *Verbatim) family(b []byte) (takenFamily, bool) {
 	)
 	for b = first; len(b) > 0; {
 		at := len(first) - len(b)
-		tag := b[0]
-		if tag == tagFamilyType {
-			_, n := protowire.ConsumeVarint(b[1:])
-			b = b[1+n:]
-			continue
-		}
-		v, n := protowire.ConsumeBytes(b[1:])
-		b = b[1+n:]
+		tag, v, n := nextField(b)
+		b = b[n:]
 		if tag != tagFamilyMetric {
 			continue
 		}
@@ -398,7 +383,7 @@ func (t *Verbatim) family(b []byte) (takenFamily, bool) {
 		if from < 0 {
 			from = at
 		}
-		if (to >= 0 && at != to) || n != protowire.SizeBytes(len(v)) {
+		if (to >= 0 && at != to) || n != 1+protowire.SizeBytes(len(v)) {
 			contiguous = false
 		}
 		to = len(first) - len(b)
@@ -410,14 +395,8 @@ func (t *Verbatim) family(b []byte) (takenFamily, bool) {
 	if !contiguous {
 		buf := slices.Grow((*t.scratch)[:0], len(first))
 		for b = first; len(b) > 0; {
-			tag := b[0]
-			if tag == tagFamilyType {
-				_, n := protowire.ConsumeVarint(b[1:])
-				b = b[1+n:]
-				continue
-			}
-			v, n := protowire.ConsumeBytes(b[1:])
-			b = b[1+n:]
+			tag, v, n := nextField(b)
+			b = b[n:]
 			if tag == tagFamilyMetric {
 				buf = protowire.AppendBytes(append(buf, tagFamilyMetric), v)
 			}
@@ -448,6 +427,19 @@ func (t *Verbatim) family(b []byte) (takenFamily, bool) {
 		f.help = string(help)
 	}
 	return f, true
+}
+
+// nextField splits the first field off a family message whose fields family
+// has checked: its one-byte tag, its value (none for the type) and the
+// field's length.
+func nextField(b []byte) (tag byte, v []byte, n int) {
+	tag = b[0]
+	if tag == tagFamilyType {
+		_, n = protowire.ConsumeVarint(b[1:])
+		return tag, nil, 1 + n
+	}
+	v, n = protowire.ConsumeBytes(b[1:])
+	return tag, v, 1 + n
 }
 
 // metric checks one Metric message; it returns the bytes of its label pairs

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -42,7 +43,7 @@ func verbatimOptions(pick byte) (validate.Options, map[string]string) {
 	}
 	if pick&8 != 0 {
 		o.Allow = [][]*labels.Matcher{
-			{labels.MustNewMatcher(labels.MatchRegexp, labels.MetricName, "cluster:.*|up")},
+			{labels.MustNewMatcher(labels.MatchRegexp, model.MetricNameLabel, "cluster:.*|up")},
 			{labels.MustNewMatcher(labels.MatchEqual, "job", "a")},
 		}
 	}
@@ -57,7 +58,7 @@ func verbatimOptions(pick byte) (validate.Options, map[string]string) {
 
 // snapshotBoth stores body both ways and returns the two files, or the two
 // errors, and how many families the verbatim path took.
-func snapshotBoth(t *testing.T, body []byte, pick byte) (decoded, verbatim []byte, errDecoded, errVerbatim error, taken int) {
+func snapshotBoth(body []byte, pick byte) (decoded, verbatim []byte, taken int, errDecoded, errVerbatim error) {
 	o, identity := verbatimOptions(pick)
 	l := upload.Limits{Series: 500, Families: 100}
 	received := verbatimNow.Add(time.Second)
@@ -84,12 +85,12 @@ func snapshotBoth(t *testing.T, body []byte, pick byte) (decoded, verbatim []byt
 			verbatim, _, _, errVerbatim = encodeSnapshot(nil, nil, "c1", received, res.Families, enc)
 		}
 	}
-	return decoded, verbatim, errDecoded, errVerbatim, taken
+	return decoded, verbatim, taken, errDecoded, errVerbatim
 }
 
 func requireSameSnapshot(t *testing.T, body []byte, pick byte) int {
 	t.Helper()
-	a, b, errA, errB, taken := snapshotBoth(t, body, pick)
+	a, b, taken, errA, errB := snapshotBoth(body, pick)
 	if errA != nil || errB != nil {
 		// Both refuse; with several faults they may name different ones.
 		require.Error(t, errA, "only the verbatim path refused: %v", errB)

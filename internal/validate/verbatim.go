@@ -237,13 +237,13 @@ func (t *Verbatim) rebuild(families []*dto.MetricFamily) ([]*dto.MetricFamily, e
 const (
 	tagFamilyName   = 1<<3 | 2 // MetricFamily.name
 	tagFamilyHelp   = 2<<3 | 2
-	tagFamilyType   = 3<<3 | 0
+	tagFamilyType   = 3 << 3 // wire type 0, a varint
 	tagFamilyMetric = 4<<3 | 2
 	tagMetricLabel  = 1<<3 | 2 // Metric.label
 	tagMetricGauge  = 2<<3 | 2
 	tagMetricCount  = 3<<3 | 2
 	tagMetricUntype = 5<<3 | 2
-	tagMetricTS     = 6<<3 | 0
+	tagMetricTS     = 6 << 3
 	tagPairName     = 1<<3 | 2 // LabelPair.name
 	tagPairValue    = 2<<3 | 2
 	tagValue        = 1<<3 | 1 // Gauge.value and the like, a double
@@ -640,7 +640,7 @@ func validMetricName(b []byte) bool {
 		return false
 	}
 	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == ':' || c >= '0' && c <= '9' && i > 0) {
+		if !nameByte(c, i == 0, true) {
 			return false
 		}
 	}
@@ -652,9 +652,15 @@ func validLabelName(b []byte) bool {
 		return false
 	}
 	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c >= '0' && c <= '9' && i > 0) {
+		if !nameByte(c, i == 0, false) {
 			return false
 		}
 	}
 	return true
+}
+
+// nameByte reports whether c may stand in a name: a letter, '_', a digit
+// unless first, ':' where colon allows it.
+func nameByte(c byte, first, colon bool) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || colon && c == ':' || !first && c >= '0' && c <= '9'
 }

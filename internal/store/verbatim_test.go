@@ -3,8 +3,6 @@ package store
 import (
 	"bytes"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -268,10 +266,9 @@ func FuzzVerbatimMatchesValidate(f *testing.F) {
 	f.Add(clientBody(f), byte(0))
 	f.Add(clientBody(f), byte(63))
 	f.Add(counterBody(f), byte(2))
-	text, err := os.ReadFile(filepath.Join("..", "..", "testdata", "timeseries.txt"))
-	require.NoError(f, err)
-	fams, err := upload.Decode(bytes.NewReader(text), upload.MediaTypeText, "", upload.Limits{})
-	require.NoError(f, err)
+	// The reference payload, restamped so that the window keeps it, as
+	// sent (labels unsorted, no partition label) and as validated.
+	fams := t232(f)
 	ts := verbatimNow.UnixMilli()
 	for _, mf := range fams {
 		for _, m := range mf.Metric {

@@ -19,9 +19,9 @@ import (
 
 // Verbatim takes the family messages of one upload that are already in the
 // form Validate would give them, so that they reach the store as they came:
-// not decoded into objects, not rewritten, not encoded again. Real clients
-// send most families that way (our client and the original sort labels and
-// series and set the partition label themselves).
+// not decoded into objects, not rewritten, not encoded again. The client
+// sends its counter, gauge and untyped families that way (it sets the
+// partition label and sorts labels and series).
 //
 // A family is taken only when Validate would keep it unchanged: a counter,
 // gauge or untyped family with a legal name and help; every metric encoded
@@ -45,7 +45,7 @@ type Verbatim struct {
 	off       bool
 
 	buf     *[]byte // the taken families' blocks, one after another
-	scratch *[]byte // the metrics of the family being checked
+	scratch *[]byte // one family's copied metrics, then its compressed block
 	taken   []takenFamily
 	series  int
 	// order records every message offered: the index of the family taken,
